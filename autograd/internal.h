@@ -1,0 +1,107 @@
+/*
+ * internal.h - what the autograd's own files share and nothing else sees: the context
+ * layout, tape nodes, the op definition table and the helpers every op uses.
+ *
+ * An op lives in one file as a pair: a forward kernel and a backward kernel per device
+ * kind, plus a public constructor (qt_matmul, ...) that checks shapes, makes the output
+ * and calls qt_op_run. Backward kernels ACCUMULATE into the grads of their inputs
+ * (in->grad may be NULL when an input needs no grad: skip it).
+ */
+#ifndef QT_AUTOGRAD_INTERNAL_H
+#define QT_AUTOGRAD_INTERNAL_H
+
+#include "qt_autograd.h"
+
+#define QT_MAX_INPUTS 4
+
+/* Per-op attributes: a few integers and floats, interpreted by the op. */
+typedef struct {
+    int64_t i[6];
+    float f[4];
+    uint64_t u;
+} qt_attrs;
+
+typedef struct qt_node {
+    qt_op op;
+    int n_in;
+    qt_tensor *in[QT_MAX_INPUTS];
+    qt_tensor *out;
+    qt_attrs a;
+    void *saved;   /* op-specific arena memory kept for backward (e.g. log-sum-exp) */
+} qt_node;
+
+typedef qt_status (*qt_kernel_fn)(qt_ctx *ctx, qt_node *n);
+
+typedef struct {
+    const char *name;
+    qt_kernel_fn forward[QT_DEV_KIND_COUNT];
+    qt_kernel_fn backward[QT_DEV_KIND_COUNT]; /* NULL where the op has none */
+    bool nondifferentiable;                   /* explicit mark: no backward by design */
+} qt_op_def;
+
+/* One definition per op, each in its op family's file; the table in optable.c. */
+extern const qt_op_def qt_opdef_matmul, qt_opdef_add, qt_opdef_sub, qt_opdef_mul,
+    qt_opdef_div, qt_opdef_scale, qt_opdef_sum, qt_opdef_mean, qt_opdef_reshape,
+    qt_opdef_permute, qt_opdef_embedding, qt_opdef_rmsnorm, qt_opdef_layernorm,
+    qt_opdef_softmax, qt_opdef_attention, qt_opdef_rope, qt_opdef_silu, qt_opdef_gelu,
+    qt_opdef_swiglu, qt_opdef_dropout, qt_opdef_cross_entropy;
+const qt_op_def *qt_op_get(qt_op op);
+
+/* ---- arena: chunked bump allocator, reset per step --------------------------------- */
+typedef struct qt_arena_chunk {
+    struct qt_arena_chunk *next;
+    size_t size, used;
+    unsigned char *base; /* (size) 64-byte aligned */
+} qt_arena_chunk;
+
+typedef struct {
+    qt_arena_chunk *head;  /* current chunk first */
+    size_t total;          /* bytes held in all chunks */
+    size_t in_use;         /* bytes handed out since the last reset */
+    size_t peak;           /* high-water of in_use */
+} qt_arena;
+
+void *qt_arena_alloc(qt_arena *a, size_t bytes);
+void qt_arena_reset(qt_arena *a);
+void qt_arena_free(qt_arena *a);
+
+struct qt_ctx {
+    qt_arena arena;
+    qt_node *tape;   /* (tape_cap) recorded nodes, in forward order */
+    int tape_len, tape_cap;
+    bool grad_enabled;
+    qt_status status;
+    char error[512];
+};
+
+#define QT_FAIL QT_CTX_FAIL
+
+/* Checks the context is healthy and the inputs are non-NULL f32 tensors on one device.
+ * op names the caller for messages. Returns false (with the context failed) if not. */
+bool qt_check_inputs(qt_ctx *ctx, const char *op, int n, qt_tensor *const *ts);
+
+/* A fresh arena tensor with the shape given, dtype f32, device of `like`. */
+qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
+                             const int64_t *shape);
+
+/* Runs the op's forward on the output `out` already allocated and, when grad mode is
+ * on and an input requires grad, appends the node to the tape and marks out.
+ * Returns out, or NULL with the context failed. */
+qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
+                     const qt_attrs *a);
+
+/* ---- shared kernel helpers --------------------------------------------------------- */
+static inline float *qt_f32(const qt_tensor *t) { return (float *)t->data; }
+
+/* Row-major SGEMM: C = alpha op(A) op(B) + beta C, op(A) (M,K), op(B) (K,N). */
+void qt_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc);
+
+/* Splits x at the last dim: rows = numel / last. */
+static inline int64_t qt_rows(const qt_tensor *t) {
+    int64_t d = t->ndim ? t->shape[t->ndim - 1] : 1;
+    return d ? qt_numel(t) / d : 0;
+}
+
+#endif /* QT_AUTOGRAD_INTERNAL_H */

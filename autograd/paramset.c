@@ -1,0 +1,127 @@
+/*
+ * paramset.c - a model's parameters in one flat f32 value buffer and one flat grad
+ * buffer (llm.c's layout), so the optimizer and a gradient all-reduce each make one
+ * pass over one buffer. Parameters are declared first, then allocated together.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void qt_paramset_init(qt_paramset *ps) { memset(ps, 0, sizeof *ps); }
+
+void qt_paramset_free(qt_paramset *ps) {
+    for (int i = 0; i < ps->n; i++) {
+        free((char *)ps->params[i]->name);
+        free(ps->params[i]);
+    }
+    free(ps->params);
+    free(ps->flags);
+    free(ps->offset);
+    free(ps->goffset);
+    free(ps->data);
+    free(ps->grad);
+    memset(ps, 0, sizeof *ps);
+}
+
+static bool grow(qt_paramset *ps) {
+    int cap = ps->cap ? 2 * ps->cap : 16;
+    qt_tensor **p = realloc(ps->params, (size_t)cap * sizeof *p);
+    if (!p) return false;
+    ps->params = p;
+    uint32_t *f = realloc(ps->flags, (size_t)cap * sizeof *f);
+    if (!f) return false;
+    ps->flags = f;
+    size_t *o = realloc(ps->offset, (size_t)cap * sizeof *o);
+    if (!o) return false;
+    ps->offset = o;
+    size_t *g = realloc(ps->goffset, (size_t)cap * sizeof *g);
+    if (!g) return false;
+    ps->goffset = g;
+    ps->cap = cap;
+    return true;
+}
+
+qt_tensor *qt_paramset_add(qt_paramset *ps, const char *name, int ndim,
+                           const int64_t *shape, uint32_t flags) {
+    if (ps->allocated) {
+        QT_ERROR(QT_ESTATE, "paramset_add(%s): the set is already allocated", name);
+        return NULL;
+    }
+    if (ndim < 1 || ndim > QT_MAX_DIMS) {
+        QT_ERROR(QT_ESHAPE, "paramset_add(%s): ndim must be 1..%d, got %d", name,
+                 QT_MAX_DIMS, ndim);
+        return NULL;
+    }
+    if (qt_paramset_find(ps, name)) {
+        QT_ERROR(QT_EINVAL, "paramset_add: duplicate parameter name %s", name);
+        return NULL;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0) {
+            QT_ERROR(QT_ESHAPE, "paramset_add(%s): dim %d must be positive, got %lld", name, i,
+                     (long long)shape[i]);
+            return NULL;
+        }
+        n *= shape[i];
+    }
+    if (ps->n == ps->cap && !grow(ps)) {
+        QT_ERROR(QT_ENOMEM, "paramset_add(%s): out of memory", name);
+        return NULL;
+    }
+    qt_tensor *t = calloc(1, sizeof *t);
+    char *nm = strdup(name);
+    if (!t || !nm) {
+        free(t);
+        free(nm);
+        QT_ERROR(QT_ENOMEM, "paramset_add(%s): out of memory", name);
+        return NULL;
+    }
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->dtype = QT_F32;
+    t->device = (qt_device){QT_DEV_CPU, 0};
+    t->node = -1;
+    t->is_param = true;
+    t->requires_grad = !(flags & QT_PARAM_FROZEN);
+    t->name = nm;
+    ps->params[ps->n] = t;
+    ps->flags[ps->n] = flags;
+    ps->offset[ps->n] = ps->n_total;
+    ps->n_total += (size_t)n;
+    if (flags & QT_PARAM_FROZEN) {
+        ps->goffset[ps->n] = (size_t)-1;
+    } else {
+        ps->goffset[ps->n] = ps->n_grad;
+        ps->n_grad += (size_t)n;
+    }
+    ps->n++;
+    return t;
+}
+
+qt_status qt_paramset_alloc(qt_paramset *ps) {
+    if (ps->allocated) return QT_ERROR(QT_ESTATE, "paramset_alloc: already allocated");
+    ps->data = calloc(ps->n_total ? ps->n_total : 1, sizeof(float));
+    ps->grad = calloc(ps->n_grad ? ps->n_grad : 1, sizeof(float));
+    if (!ps->data || !ps->grad)
+        return QT_ERROR(QT_ENOMEM, "paramset_alloc: cannot allocate %zu parameters",
+                        ps->n_total);
+    for (int i = 0; i < ps->n; i++) {
+        qt_tensor *t = ps->params[i];
+        t->data = ps->data + ps->offset[i];
+        t->grad = ps->goffset[i] == (size_t)-1 ? NULL : ps->grad + ps->goffset[i];
+    }
+    ps->allocated = true;
+    return QT_OK;
+}
+
+qt_tensor *qt_paramset_find(const qt_paramset *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcmp(ps->params[i]->name, name) == 0) return ps->params[i];
+    return NULL;
+}
+
+void qt_paramset_zero_grad(qt_paramset *ps) {
+    if (ps->grad) memset(ps->grad, 0, ps->n_grad * sizeof(float));
+}

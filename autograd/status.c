@@ -1,0 +1,39 @@
+/*
+ * status.c - status codes (generated from QT_STATUS_LIST) and the thread-local error
+ * message that library code leaves for the caller: "file.c:LINE: what, expected vs got".
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qt_autograd.h"
+
+static const char *const status_text[] = {
+#define QT_STATUS_TEXT(name, msg) msg,
+    QT_STATUS_LIST(QT_STATUS_TEXT)
+#undef QT_STATUS_TEXT
+};
+_Static_assert(sizeof status_text / sizeof status_text[0] == QT_STATUS_COUNT,
+               "status table out of sync");
+
+static _Thread_local char last_error[1024];
+
+const char *qt_status_str(qt_status s) {
+    return (unsigned)s < QT_STATUS_COUNT ? status_text[s] : "unknown status";
+}
+
+const char *qt_error_message(void) { return last_error; }
+
+void qt_error_clear(void) { last_error[0] = 0; }
+
+qt_status qt_error_set(qt_status s, const char *file, int line, const char *fmt, ...) {
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    int n = snprintf(last_error, sizeof last_error, "%s:%d: ", base, line);
+    if (n < 0 || (size_t)n >= sizeof last_error) n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error + n, sizeof last_error - (size_t)n, fmt, ap);
+    va_end(ap);
+    return s;
+}

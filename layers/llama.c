@@ -1,0 +1,129 @@
+/*
+ * llama.c - the Llama-family decoder-only transformer, as transformers' modeling_llama:
+ *   x = embed[ids]
+ *   per layer: x += o_proj(attn(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),
+ *              n = input_layernorm(x)
+ *              x += down_proj(silu(gate_proj(m)) * up_proj(m)), m = post_attention_layernorm(x)
+ *   logits = lm_head(norm(x))
+ * Heads are laid out (B, T, H, head_dim) by the projections and moved to (B, H, T,
+ * head_dim) for RoPE and attention, as HF does, so weights load without permutation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qt_layers.h"
+
+static qt_tensor *add_param(qt_paramset *ps, const char *name, int64_t d0, int64_t d1,
+                            uint32_t flags) {
+    int64_t shape[2] = {d0, d1};
+    return qt_paramset_add(ps, name, d1 ? 2 : 1, shape, flags);
+}
+
+qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    const qt_llama_config *c = cfg;
+    if (c->vocab_size <= 0 || c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
+        c->n_kv_heads <= 0 || c->ffn_dim <= 0)
+        return QT_ERROR(QT_EINVAL, "llama: vocab_size, dim, n_layers, n_heads, n_kv_heads and "
+                                   "ffn_dim must be positive");
+    if (c->dim % c->n_heads || c->n_heads % c->n_kv_heads || (c->dim / c->n_heads) % 2)
+        return QT_ERROR(QT_EINVAL,
+                        "llama: dim (%d) must divide into n_heads (%d) of even size, and "
+                        "n_heads into n_kv_heads (%d)",
+                        c->dim, c->n_heads, c->n_kv_heads);
+    if (!(c->rope_theta > 1.0f) || !(c->norm_eps > 0.0f))
+        return QT_ERROR(QT_EINVAL, "llama: rope_theta must be > 1 and norm_eps > 0");
+    m->cfg = *c;
+    int64_t hd = c->dim / c->n_heads, qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) return QT_ERROR(QT_ENOMEM, "llama: out of memory");
+    qt_paramset *ps = &m->params;
+    qt_paramset_init(ps);
+    m->embed = add_param(ps, "model.embed_tokens.weight", c->vocab_size, c->dim, 0);
+    char nm[128];
+#define P(field, suffix, d0, d1, fl)                                                \
+    do {                                                                            \
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                   \
+        if (!(L->field = add_param(ps, nm, d0, d1, fl))) goto fail;                 \
+    } while (0)
+    for (int l = 0; l < c->n_layers; l++) {
+        qt_llama_layer *L = &m->layers[l];
+        P(attn_norm, "input_layernorm.weight", c->dim, 0, QT_PARAM_NO_DECAY);
+        P(wq, "self_attn.q_proj.weight", qd, c->dim, 0);
+        P(wk, "self_attn.k_proj.weight", kvd, c->dim, 0);
+        P(wv, "self_attn.v_proj.weight", kvd, c->dim, 0);
+        P(wo, "self_attn.o_proj.weight", c->dim, qd, 0);
+        P(ffn_norm, "post_attention_layernorm.weight", c->dim, 0, QT_PARAM_NO_DECAY);
+        P(w_gate, "mlp.gate_proj.weight", c->ffn_dim, c->dim, 0);
+        P(w_up, "mlp.up_proj.weight", c->ffn_dim, c->dim, 0);
+        P(w_down, "mlp.down_proj.weight", c->dim, c->ffn_dim, 0);
+    }
+#undef P
+    m->final_norm = add_param(ps, "model.norm.weight", c->dim, 0, QT_PARAM_NO_DECAY);
+    m->lm_head = c->tied_embeddings ? m->embed
+                                    : add_param(ps, "lm_head.weight", c->vocab_size, c->dim, 0);
+    if (!m->embed || !m->final_norm || !m->lm_head) goto fail;
+    qt_status st = qt_paramset_alloc(ps);
+    if (st != QT_OK) {
+        qt_llama_free(m);
+        return st;
+    }
+    /* transformers' _init_weights: normal(0, initializer_range = 0.02), norms = 1 */
+    for (int i = 0; i < ps->n; i++) {
+        qt_tensor *t = ps->params[i];
+        float *w = t->data;
+        int64_t n = qt_numel(t);
+        bool norm = ps->flags[i] & QT_PARAM_NO_DECAY;
+        for (int64_t j = 0; j < n; j++)
+            w[j] = norm ? 1.0f : 0.02f * qt_rand_normal(seed, ps->offset[i] + (uint64_t)j);
+    }
+    return QT_OK;
+fail:
+    qt_llama_free(m);
+    return QT_ERROR(QT_ENOMEM, "llama: cannot register parameters: %s", qt_error_message());
+}
+
+void qt_llama_free(qt_llama *m) {
+    qt_paramset_free(&m->params);
+    free(m->layers);
+    m->layers = NULL;
+}
+
+/* (B, T, n*hd) -> (B, n, T, hd) */
+static qt_tensor *split_heads(qt_ctx *ctx, qt_tensor *x, int64_t B, int64_t T, int64_t n,
+                              int64_t hd) {
+    int64_t s[4] = {B, T, n, hd};
+    return qt_transpose(ctx, qt_reshape(ctx, x, 4, s), 1, 2);
+}
+
+qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
+    const qt_llama_config *c = &m->cfg;
+    if (qt_ctx_status(ctx) != QT_OK) return NULL;
+    if (!ids || ids->ndim != 2 || ids->dtype != QT_I32)
+        return QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: ids must be (B, T) i32");
+    int64_t B = ids->shape[0], T = ids->shape[1], hd = c->dim / c->n_heads;
+    float eps = c->norm_eps;
+    qt_tensor *x = qt_embedding(ctx, m->embed, ids);
+    for (int l = 0; l < c->n_layers; l++) {
+        qt_llama_layer *L = &m->layers[l];
+        qt_tensor *h = qt_rmsnorm(ctx, x, L->attn_norm, eps);
+        qt_tensor *q = split_heads(ctx, qt_matmul(ctx, h, L->wq, false, true), B, T, c->n_heads, hd);
+        qt_tensor *k =
+            split_heads(ctx, qt_matmul(ctx, h, L->wk, false, true), B, T, c->n_kv_heads, hd);
+        qt_tensor *v =
+            split_heads(ctx, qt_matmul(ctx, h, L->wv, false, true), B, T, c->n_kv_heads, hd);
+        q = qt_rope(ctx, q, c->rope_theta, 0);
+        k = qt_rope(ctx, k, c->rope_theta, 0);
+        qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, q, k, v, 0.0f), 1, 2);
+        int64_t s3[3] = {B, T, c->n_heads * hd};
+        a = qt_reshape(ctx, a, 3, s3);
+        x = qt_add(ctx, x, qt_matmul(ctx, a, L->wo, false, true));
+        h = qt_rmsnorm(ctx, x, L->ffn_norm, eps);
+        qt_tensor *g = qt_matmul(ctx, h, L->w_gate, false, true);
+        qt_tensor *u = qt_matmul(ctx, h, L->w_up, false, true);
+        x = qt_add(ctx, x, qt_matmul(ctx, qt_swiglu(ctx, g, u), L->w_down, false, true));
+    }
+    x = qt_rmsnorm(ctx, x, m->final_norm, eps);
+    return qt_matmul(ctx, x, m->lm_head, false, true);
+}

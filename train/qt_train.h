@@ -1,0 +1,36 @@
+/*
+ * qt_train.h - optimizers and the training loop.
+ *
+ * AdamW follows torch.optim.AdamW (Loshchilov & Hutter, decoupled weight decay), the
+ * single-tensor path: p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). Parameters flagged
+ * QT_PARAM_NO_DECAY (norms, biases) get no weight decay; frozen ones are skipped.
+ */
+#ifndef QT_TRAIN_H
+#define QT_TRAIN_H
+
+#include "qt_autograd.h"
+
+typedef struct {
+    float lr;
+    float beta1, beta2;
+    float eps;
+    float weight_decay;
+} qt_adamw_config;
+
+typedef struct {
+    qt_adamw_config cfg;
+    float *m;     /* (n) first moments, laid out as the paramset's flat grad buffer */
+    float *v;     /* (n) second moments */
+    size_t n;
+    int64_t step; /* steps taken */
+} qt_adamw;
+
+/* Moments sized to ps->n_grad, zeroed. ps must be allocated. */
+qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg);
+void qt_adamw_free(qt_adamw *opt);
+/* One update of every non-frozen parameter from its grad, at learning rate lr (the
+ * schedule's value for this step). Does not zero the grads. */
+void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr);
+
+#endif /* QT_TRAIN_H */
