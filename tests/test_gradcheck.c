@@ -1,0 +1,204 @@
+/*
+ * test_gradcheck.c - every differentiable op's backward against central finite
+ * differences.
+ *
+ * For a case y = f(x_0, x_1, ...), take L = sum_i w_i y_i with fixed random w; the
+ * analytic grads come from qt_backward_from(y, w). For a sample of the elements of each
+ * float input, the numeric grad is (L(x + h) - L(x - h)) / 2h with L accumulated in
+ * double. The kernels themselves are f32, so h trades truncation error (O(h^2)) against
+ * f32 rounding of L (about 6e-8 |L| / h): h = 1e-2 keeps both near 1e-5 for these O(1)
+ * inputs, and the check is |fd - an| <= 2e-3 + 1e-2 |an|.
+ *
+ * The test also walks the op table and fails for any op that has a backward but no
+ * case here, so a new op cannot land without its gradient check.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qt_autograd.h"
+#include "testutil.h"
+
+#define MAXIN 4
+#define H 1e-2
+#define ATOL 2e-3
+#define RTOL 1e-2
+#define SAMPLES 24
+
+typedef qt_tensor *(*build_fn)(qt_ctx *ctx, qt_tensor **in);
+
+typedef struct {
+    const char *name;
+    qt_op op;
+    int n_in;
+    int ndim[MAXIN];
+    int64_t shape[MAXIN][4];
+    int32_t int_range[MAXIN]; /* > 0: an i32 input with values in [0, range) */
+    float offset[MAXIN];      /* added to |x|: keeps divisors away from 0 */
+    build_fn f;
+} gcase;
+
+static qt_tensor *f_mm_nn(qt_ctx *c, qt_tensor **x) { return qt_matmul(c, x[0], x[1], false, false); }
+static qt_tensor *f_mm_tt(qt_ctx *c, qt_tensor **x) { return qt_matmul(c, x[0], x[1], true, true); }
+static qt_tensor *f_mm_shared_nt(qt_ctx *c, qt_tensor **x) { return qt_matmul(c, x[0], x[1], false, true); }
+static qt_tensor *f_mm_shared_tn(qt_ctx *c, qt_tensor **x) { return qt_matmul(c, x[0], x[1], true, false); }
+static qt_tensor *f_mm_batched_tn(qt_ctx *c, qt_tensor **x) { return qt_matmul(c, x[0], x[1], true, false); }
+static qt_tensor *f_add(qt_ctx *c, qt_tensor **x) { return qt_add(c, x[0], x[1]); }
+static qt_tensor *f_sub(qt_ctx *c, qt_tensor **x) { return qt_sub(c, x[0], x[1]); }
+static qt_tensor *f_mul(qt_ctx *c, qt_tensor **x) { return qt_mul(c, x[0], x[1]); }
+static qt_tensor *f_div(qt_ctx *c, qt_tensor **x) { return qt_div(c, x[0], x[1]); }
+static qt_tensor *f_scale(qt_ctx *c, qt_tensor **x) { return qt_scale(c, x[0], -1.75f); }
+static qt_tensor *f_sum1(qt_ctx *c, qt_tensor **x) { return qt_sum(c, x[0], 1); }
+static qt_tensor *f_sumall(qt_ctx *c, qt_tensor **x) { return qt_sum(c, x[0], QT_AXIS_ALL); }
+static qt_tensor *f_mean_last(qt_ctx *c, qt_tensor **x) { return qt_mean(c, x[0], -1); }
+static qt_tensor *f_reshape(qt_ctx *c, qt_tensor **x) {
+    int64_t s[2] = {-1, 6};
+    return qt_reshape(c, x[0], 2, s);
+}
+static qt_tensor *f_permute(qt_ctx *c, qt_tensor **x) {
+    int p[4] = {2, 0, 3, 1};
+    return qt_permute(c, x[0], p);
+}
+static qt_tensor *f_transpose(qt_ctx *c, qt_tensor **x) { return qt_transpose(c, x[0], 0, 2); }
+static qt_tensor *f_embedding(qt_ctx *c, qt_tensor **x) { return qt_embedding(c, x[0], x[1]); }
+static qt_tensor *f_rmsnorm(qt_ctx *c, qt_tensor **x) { return qt_rmsnorm(c, x[0], x[1], 1e-5f); }
+static qt_tensor *f_layernorm(qt_ctx *c, qt_tensor **x) {
+    return qt_layernorm(c, x[0], x[1], x[2], 1e-5f);
+}
+static qt_tensor *f_layernorm_nb(qt_ctx *c, qt_tensor **x) {
+    return qt_layernorm(c, x[0], x[1], NULL, 1e-5f);
+}
+static qt_tensor *f_softmax(qt_ctx *c, qt_tensor **x) { return qt_softmax(c, x[0]); }
+static qt_tensor *f_attn(qt_ctx *c, qt_tensor **x) { return qt_attention(c, x[0], x[1], x[2], 0.0f); }
+static qt_tensor *f_attn_scaled(qt_ctx *c, qt_tensor **x) {
+    return qt_attention(c, x[0], x[1], x[2], 0.7f);
+}
+static qt_tensor *f_rope(qt_ctx *c, qt_tensor **x) { return qt_rope(c, x[0], 10000.0f, 5); }
+static qt_tensor *f_silu(qt_ctx *c, qt_tensor **x) { return qt_silu(c, x[0]); }
+static qt_tensor *f_gelu(qt_ctx *c, qt_tensor **x) { return qt_gelu(c, x[0]); }
+static qt_tensor *f_swiglu(qt_ctx *c, qt_tensor **x) { return qt_swiglu(c, x[0], x[1]); }
+static qt_tensor *f_dropout(qt_ctx *c, qt_tensor **x) { return qt_dropout(c, x[0], 0.4f, 99); }
+static qt_tensor *f_ce(qt_ctx *c, qt_tensor **x) { return qt_cross_entropy(c, x[0], x[1], 3); }
+
+static const gcase cases[] = {
+    {"matmul nn 2d", QT_OP_MATMUL, 2, {2, 2}, {{5, 4}, {4, 3}}, {0}, {0}, f_mm_nn},
+    {"matmul tt batched", QT_OP_MATMUL, 2, {3, 3}, {{2, 4, 5}, {2, 3, 4}}, {0}, {0}, f_mm_tt},
+    {"matmul shared B^T", QT_OP_MATMUL, 2, {3, 2}, {{2, 3, 4}, {5, 4}}, {0}, {0}, f_mm_shared_nt},
+    {"matmul shared A^T", QT_OP_MATMUL, 2, {3, 2}, {{2, 4, 3}, {4, 5}}, {0}, {0}, f_mm_shared_tn},
+    {"matmul batched A^T 4d", QT_OP_MATMUL, 2, {4, 4}, {{2, 2, 3, 4}, {2, 2, 3, 2}}, {0}, {0},
+     f_mm_batched_tn},
+    {"add broadcast", QT_OP_ADD, 2, {3, 1}, {{2, 3, 4}, {4}}, {0}, {0}, f_add},
+    {"sub broadcast left", QT_OP_SUB, 2, {2, 3}, {{3, 4}, {2, 3, 4}}, {0}, {0}, f_sub},
+    {"mul", QT_OP_MUL, 2, {2, 2}, {{3, 5}, {3, 5}}, {0}, {0}, f_mul},
+    {"div broadcast", QT_OP_DIV, 2, {3, 2}, {{2, 3, 4}, {3, 4}}, {0}, {0, 0.5f}, f_div},
+    {"scale", QT_OP_SCALE, 1, {2}, {{3, 4}}, {0}, {0}, f_scale},
+    {"sum axis 1", QT_OP_SUM, 1, {3}, {{2, 3, 4}}, {0}, {0}, f_sum1},
+    {"sum all", QT_OP_SUM, 1, {3}, {{2, 3, 4}}, {0}, {0}, f_sumall},
+    {"mean last", QT_OP_MEAN, 1, {3}, {{2, 3, 4}}, {0}, {0}, f_mean_last},
+    {"reshape", QT_OP_RESHAPE, 1, {3}, {{2, 3, 4}}, {0}, {0}, f_reshape},
+    {"permute", QT_OP_PERMUTE, 1, {4}, {{2, 3, 4, 5}}, {0}, {0}, f_permute},
+    {"transpose 3d", QT_OP_PERMUTE, 1, {3}, {{2, 3, 4}}, {0}, {0}, f_transpose},
+    {"embedding", QT_OP_EMBEDDING, 2, {2, 2}, {{6, 4}, {2, 5}}, {0, 6}, {0}, f_embedding},
+    {"rmsnorm", QT_OP_RMSNORM, 2, {3, 1}, {{2, 3, 8}, {8}}, {0}, {0}, f_rmsnorm},
+    {"layernorm", QT_OP_LAYERNORM, 3, {2, 1, 1}, {{4, 8}, {8}, {8}}, {0}, {0}, f_layernorm},
+    {"layernorm no bias", QT_OP_LAYERNORM, 2, {2, 1}, {{4, 8}, {8}}, {0}, {0}, f_layernorm_nb},
+    {"softmax", QT_OP_SOFTMAX, 1, {2}, {{3, 7}}, {0}, {0}, f_softmax},
+    {"attention gqa", QT_OP_ATTENTION, 3, {4, 4, 4}, {{2, 4, 5, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}},
+     {0}, {0}, f_attn},
+    {"attention Tk>T", QT_OP_ATTENTION, 3, {4, 4, 4}, {{1, 2, 3, 4}, {1, 1, 6, 4}, {1, 1, 6, 4}},
+     {0}, {0}, f_attn_scaled},
+    {"attention T>block", QT_OP_ATTENTION, 3, {4, 4, 4},
+     {{1, 2, 70, 2}, {1, 2, 70, 2}, {1, 2, 70, 2}}, {0}, {0}, f_attn},
+    {"rope", QT_OP_ROPE, 1, {4}, {{2, 2, 5, 8}}, {0}, {0}, f_rope},
+    {"silu", QT_OP_SILU, 1, {2}, {{4, 5}}, {0}, {0}, f_silu},
+    {"gelu", QT_OP_GELU, 1, {2}, {{4, 5}}, {0}, {0}, f_gelu},
+    {"swiglu", QT_OP_SWIGLU, 2, {2, 2}, {{4, 5}, {4, 5}}, {0}, {0}, f_swiglu},
+    {"dropout", QT_OP_DROPOUT, 1, {2}, {{6, 7}}, {0}, {0}, f_dropout},
+    {"cross_entropy", QT_OP_CROSS_ENTROPY, 2, {3, 2}, {{2, 4, 7}, {2, 4}}, {0, 7}, {0},
+     f_ce},
+};
+#define N_CASES ((int)(sizeof cases / sizeof cases[0]))
+
+/* L = sum w_i y_i in double, from a fresh forward on the current input values */
+static double eval_loss(qt_ctx *ctx, const gcase *c, qt_tensor **in, const float *w) {
+    qt_ctx_set_grad_enabled(ctx, false);
+    qt_tensor *y = c->f(ctx, in);
+    qt_ctx_set_grad_enabled(ctx, true);
+    if (!y) return NAN;
+    double L = 0.0;
+    const float *yd = y->data;
+    for (int64_t i = 0; i < qt_numel(y); i++) L += (double)w[i] * yd[i];
+    return L;
+}
+
+static void run_case(const gcase *c, uint64_t seed) {
+    qt_ctx *ctx = qt_ctx_new();
+    qt_tensor *in[MAXIN] = {0};
+    for (int k = 0; k < c->n_in; k++) {
+        bool is_int = c->int_range[k] > 0;
+        in[k] = qt_tensor_new(ctx, is_int ? QT_I32 : QT_F32, c->ndim[k], c->shape[k]);
+        if (!in[k]) break;
+        for (int64_t i = 0; i < qt_numel(in[k]); i++) {
+            uint64_t idx = (uint64_t)k << 32 | (uint64_t)i;
+            if (is_int) {
+                ((int32_t *)in[k]->data)[i] = (int32_t)(qt_rand_u64(seed, idx) % (uint64_t)c->int_range[k]);
+            } else {
+                float v = qt_rand_normal(seed, idx);
+                if (c->offset[k] > 0) v = (v < 0 ? -1.0f : 1.0f) * (fabsf(v) + c->offset[k]);
+                ((float *)in[k]->data)[i] = v;
+            }
+        }
+        in[k]->requires_grad = !is_int;
+    }
+    qt_tensor *y = c->f(ctx, in);
+    CHECK(y != NULL, "%s: forward failed: %s", c->name, qt_ctx_error(ctx));
+    if (!y) {
+        qt_ctx_free(ctx);
+        return;
+    }
+    int64_t ny = qt_numel(y);
+    float *w = malloc((size_t)ny * sizeof(float));
+    for (int64_t i = 0; i < ny; i++) w[i] = qt_rand_normal(seed + 7, (uint64_t)i);
+    qt_status st = qt_backward_from(ctx, y, w);
+    CHECK(st == QT_OK, "%s: backward failed: %s", c->name, qt_error_message());
+    double worst = 0.0;
+    for (int k = 0; k < c->n_in && st == QT_OK; k++) {
+        if (c->int_range[k] > 0) continue;
+        float *x = in[k]->data;
+        int64_t n = qt_numel(in[k]);
+        float *an = malloc((size_t)n * sizeof(float));
+        memcpy(an, in[k]->grad, (size_t)n * sizeof(float));
+        int64_t step = n > SAMPLES ? n / SAMPLES : 1;
+        for (int64_t i = (int64_t)(qt_rand_u64(seed, (uint64_t)k) % (uint64_t)step); i < n;
+             i += step) {
+            float x0 = x[i];
+            x[i] = (float)(x0 + H);
+            double lp = eval_loss(ctx, c, in, w);
+            x[i] = (float)(x0 - H);
+            double lm = eval_loss(ctx, c, in, w);
+            x[i] = x0;
+            double fd = (lp - lm) / (2 * H), a = an[i], err = fabs(fd - a);
+            double excess = err / (ATOL + RTOL * fabs(a));
+            if (excess > worst) worst = excess;
+            CHECK(err <= ATOL + RTOL * fabs(a), "%s: d/d in%d[%lld]: analytic %.6g, numeric %.6g",
+                  c->name, k, (long long)i, a, fd);
+        }
+        free(an);
+    }
+    printf("  %-24s worst error %.2f of tolerance\n", c->name, worst);
+    free(w);
+    qt_ctx_free(ctx);
+}
+
+int main(void) {
+    qt_set_num_threads(2);
+    for (int i = 0; i < N_CASES; i++) run_case(&cases[i], 1000 + (uint64_t)i);
+
+    /* every op with a backward has at least one case above */
+    for (int op = 0; op < QT_OP_COUNT; op++) {
+        if (qt_op_is_nondifferentiable((qt_op)op)) continue;
+        bool covered = false;
+        for (int i = 0; i < N_CASES; i++) covered |= cases[i].op == (qt_op)op;
+        CHECK(covered, "op %s has a backward but no gradient check case", qt_op_name((qt_op)op));
+    }
+    return qt_test_finish("test_gradcheck");
+}
