@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test twice: in the Release build (build/) and in an AddressSanitizer +
+# UndefinedBehaviorSanitizer build (build-san/). Extra arguments go to ctest (e.g.
+# -L autograd). Exits non-zero if anything fails to build or any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+jobs=$(nproc)
+
+echo "== Release build: ctest $*"
+(cd build && ctest --output-on-failure -j1 "$@")
+
+echo "== ASan+UBSan build: ctest $*"
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DQT_SANITIZE=ON >/dev/null
+cmake --build build-san -j"$jobs" >/dev/null
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-san && ctest --output-on-failure -j1 "$@")
