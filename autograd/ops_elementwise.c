@@ -6,6 +6,8 @@
  * repeated over `outer`. Its grad is the sum over `outer`. attrs: i[0] outer, i[1]
  * inner, i[2] which operand is small (0 = a, 1 = b, -1 = same shape).
  */
+#include <omp.h>
+
 #include "internal.h"
 
 typedef enum { EW_ADD, EW_SUB, EW_MUL, EW_DIV } ew_kind;
@@ -39,8 +41,18 @@ static qt_status ew_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     return QT_OK;
 }
 
-/* Grad of one operand: d = f(i) for each element of the big shape; when the operand is
- * the broadcast one, sum over outer (column sums, done per column for determinism). */
+static inline float ew_grad(ew_kind k, int which, float a, float b, float dy) {
+    switch (k) {
+    case EW_ADD: return dy;
+    case EW_SUB: return which == 0 ? dy : -dy;
+    case EW_MUL: return which == 0 ? dy * b : dy * a;
+    default: return which == 0 ? dy / b : -dy * a / (b * b);
+    }
+}
+
+/* Grad of each operand. A full-size operand's grad is written row by row; the broadcast
+ * operand's grad is a column sum over `outer`, each thread owning a range of columns and
+ * walking rows in order (contiguous reads, a fixed summation order). */
 static qt_status ew_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     ew_kind k = kind_of(n->op);
     int64_t outer = n->a.i[0], inner = n->a.i[1];
@@ -50,23 +62,27 @@ static qt_status ew_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     for (int which = 0; which < 2; which++) {
         float *g = n->in[which]->grad;
         if (!g) continue;
-        bool reduce = small == which;
+        if (small != which) {
 #pragma omp parallel for schedule(static) if (outer * inner > 32768)
-        for (int64_t i = 0; i < inner; i++) {
-            float acc = 0.0f;
             for (int64_t o = 0; o < outer; o++) {
-                int64_t j = o * inner + i;
-                float a = A[small == 0 ? i : j], b = B[small == 1 ? i : j], dy = dY[j], d;
-                switch (k) {
-                case EW_ADD: d = dy; break;
-                case EW_SUB: d = which == 0 ? dy : -dy; break;
-                case EW_MUL: d = which == 0 ? dy * b : dy * a; break;
-                default: d = which == 0 ? dy / b : -dy * a / (b * b); break;
-                }
-                if (reduce) acc += d;
-                else g[j] += d;
+                const float *a = A + (small == 0 ? 0 : o * inner);
+                const float *b = B + (small == 1 ? 0 : o * inner);
+                const float *dy = dY + o * inner;
+                float *go = g + o * inner;
+                for (int64_t i = 0; i < inner; i++) go[i] += ew_grad(k, which, a[i], b[i], dy[i]);
             }
-            if (reduce) g[i] += acc;
+        } else {
+#pragma omp parallel if (outer * inner > 32768)
+            {
+                int nt = omp_get_num_threads(), t = omp_get_thread_num();
+                int64_t c0 = inner * t / nt, c1 = inner * (t + 1) / nt;
+                for (int64_t o = 0; o < outer; o++) {
+                    const float *a = A + (small == 0 ? 0 : o * inner);
+                    const float *b = B + (small == 1 ? 0 : o * inner);
+                    const float *dy = dY + o * inner;
+                    for (int64_t i = c0; i < c1; i++) g[i] += ew_grad(k, which, a[i], b[i], dy[i]);
+                }
+            }
         }
     }
     return QT_OK;
