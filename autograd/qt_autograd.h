@@ -308,6 +308,15 @@ bool qt_op_is_nondifferentiable(qt_op op);
 uint64_t qt_rand_u64(uint64_t seed, uint64_t index);
 float qt_rand_uniform(uint64_t seed, uint64_t index);
 float qt_rand_normal(uint64_t seed, uint64_t index);
+/* The OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *qt_blas_corename(void);
+/* OpenBLAS 0.3.21 (Debian 12) does not know recent Xeons and falls back to its SSE3
+ * "Prescott" kernels, 2-3x slower than the AVX2/AVX-512 ones the CPU can run. Its kernel
+ * family is fixed when the library loads, from OPENBLAS_CORETYPE, so only a program's
+ * start can fix it: this returns the family to ask for ("SkylakeX" or "Haswell") when
+ * OPENBLAS_CORETYPE is unset and the fallback was taken on a CPU that can do better, or
+ * NULL when nothing should change (an explicit OPENBLAS_CORETYPE is always kept). */
+const char *qt_blas_better_coretype(void);
 /* Threads the CPU kernels use (OpenMP and OpenBLAS together). */
 void qt_set_num_threads(int n);
 int qt_get_num_threads(void);

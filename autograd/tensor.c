@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cblas.h>
 
@@ -217,6 +218,20 @@ qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
 }
 
 /* ------------------------------------------------------------------ threads ---- */
+
+const char *qt_blas_corename(void) { return openblas_get_corename(); }
+
+const char *qt_blas_better_coretype(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL;
+    const char *core = openblas_get_corename();
+    if (!core || strcasecmp(core, "prescott") != 0) return NULL;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
 
 void qt_set_num_threads(int n) {
     if (n < 1) n = 1;

@@ -7,6 +7,12 @@
 /* Whole-string base-10 integer; false on junk, overflow or empty. */
 bool qt_cli_parse_long(const char *s, long *out);
 
+#include "qt_autograd.h"
+
+/* Exit code for a failed status: 2 for bad usage or input, 1 for runtime failures. */
+int qt_cli_exit_code(qt_status st);
+
 int qt_cmd_demo(int argc, char **argv);
+int qt_cmd_train(int argc, char **argv);
 
 #endif

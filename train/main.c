@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "qt_autograd.h"
@@ -30,20 +31,35 @@ static void usage(FILE *f) {
             "  demo [--steps N] [--seed N] [--threads N]\n"
             "            train a tiny Llama-family model on a built-in copy task and print\n"
             "            its loss (the engine end to end; default 300 steps)\n"
+            "  train RECIPE.yaml [--set key=value ...]\n"
+            "            train a model as the recipe says (qtrain train --keys lists keys)\n"
             "  version   print the version\n"
             "  help      this text\n"
             "\n"
-            "Training from recipes, quantization, export and evaluation arrive with their\n"
-            "issues (see README.md).\n");
+            "Quantization, export, eval and generate arrive with their issues (README.md).\n");
+}
+
+/* Restarts the program once with OPENBLAS_CORETYPE set when OpenBLAS fell back to its
+ * generic kernels on a CPU that has AVX2/AVX-512 (see qt_blas_better_coretype). */
+static void use_fast_blas_kernels(char **argv) {
+    const char *core = qt_blas_better_coretype();
+    if (!core || getenv("QT_BLAS_REEXEC")) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    setenv("QT_BLAS_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the slower kernels */
+    unsetenv("OPENBLAS_CORETYPE");
 }
 
 int main(int argc, char **argv) {
+    use_fast_blas_kernels(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "demo")) return qt_cmd_demo(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return qt_cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("qtrain %s\n", QT_VERSION);
         return 0;

@@ -1,0 +1,276 @@
+/*
+ * loop.c - the training loop a recipe drives: data, model, AdamW with warmup and
+ * cosine/linear/constant decay, gradient accumulation, global-norm clipping, a guard
+ * against non-finite losses and grads, periodic evaluation with perplexity and a text
+ * sample, progress lines and JSONL metrics.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "qt_dataset.h"
+#include "qt_layers.h"
+#include "qt_train.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+float qt_lr_at(long step, long steps, float lr, long warmup, const char *decay,
+               float min_ratio) {
+    if (step < warmup) return lr * (float)(step + 1) / (float)warmup;
+    if (!strcmp(decay, "constant") || steps <= warmup) return lr;
+    double t = (double)(step - warmup) / (double)(steps - warmup); /* 0 .. 1 */
+    if (t > 1.0) t = 1.0;
+    double f = !strcmp(decay, "linear") ? 1.0 - t : 0.5 * (1.0 + cos(M_PI * t));
+    return (float)(lr * (min_ratio + (1.0 - min_ratio) * f));
+}
+
+/* mkdir -p */
+static qt_status make_dirs(const char *path) {
+    char buf[QT_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return QT_ERROR(QT_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST)
+        return QT_ERROR(QT_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return QT_OK;
+}
+
+/* Mean validation loss over eval_batches micro-batches, grad mode off. */
+static qt_status evaluate(qt_ctx *ctx, qt_llama *m, const qt_dataset *ds, int64_t B,
+                          int batches, int32_t *ids, int32_t *tgt, double *loss_out) {
+    int64_t shape[2] = {B, ds->seq_len};
+    double total = 0.0;
+    bool prev = qt_ctx_set_grad_enabled(ctx, false);
+    for (int i = 0; i < batches; i++) {
+        qt_ctx_reset(ctx);
+        qt_dataset_val(ds, (int64_t)i * B, B, ids, tgt);
+        qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
+        qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
+        qt_tensor *l = qt_cross_entropy(ctx, qt_llama_forward(ctx, m, x), y, -100);
+        if (!l) {
+            qt_ctx_set_grad_enabled(ctx, prev);
+            return QT_ERROR(qt_ctx_status(ctx), "eval: %s", qt_ctx_error(ctx));
+        }
+        total += ((float *)l->data)[0];
+    }
+    qt_ctx_set_grad_enabled(ctx, prev);
+    *loss_out = total / batches;
+    return QT_OK;
+}
+
+qt_status qt_generate_bytes(qt_ctx *ctx, qt_llama *m, const char *prompt, int n_new,
+                            int max_ctx, float temperature, uint64_t seed, char *out,
+                            size_t out_size) {
+    size_t plen = strlen(prompt);
+    size_t cap = plen + (size_t)n_new;
+    int32_t *toks = malloc((cap ? cap : 1) * sizeof(int32_t));
+    if (!toks) return QT_ERROR(QT_ENOMEM, "generate: out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < plen; i++) toks[n++] = (unsigned char)prompt[i];
+    if (n == 0) toks[n++] = '\n';
+    bool prev = qt_ctx_set_grad_enabled(ctx, false);
+    qt_status st = QT_OK;
+    int V = m->cfg.vocab_size;
+    for (int k = 0; k < n_new; k++) {
+        size_t start = n > (size_t)max_ctx ? n - (size_t)max_ctx : 0;
+        int64_t shape[2] = {1, (int64_t)(n - start)};
+        qt_ctx_reset(ctx);
+        qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, toks + start);
+        qt_tensor *lg = qt_llama_forward(ctx, m, x);
+        if (!lg) {
+            st = QT_ERROR(qt_ctx_status(ctx), "generate: %s", qt_ctx_error(ctx));
+            break;
+        }
+        const float *last = (const float *)lg->data + (shape[1] - 1) * V;
+        /* sample from softmax(logits / T), restricted to bytes */
+        float mx = -INFINITY;
+        for (int v = 0; v < 256 && v < V; v++) mx = fmaxf(mx, last[v]);
+        double z = 0.0;
+        for (int v = 0; v < 256 && v < V; v++) z += exp((last[v] - mx) / temperature);
+        double u = qt_rand_uniform(seed, (uint64_t)k) * z, acc = 0.0;
+        int pick = 0;
+        for (int v = 0; v < 256 && v < V; v++) {
+            acc += exp((last[v] - mx) / temperature);
+            if (acc >= u) {
+                pick = v;
+                break;
+            }
+        }
+        toks[n++] = pick;
+    }
+    qt_ctx_set_grad_enabled(ctx, prev);
+    size_t w = 0;
+    for (size_t i = 0; i < n && w + 1 < out_size; i++) out[w++] = (char)toks[i];
+    out[w] = 0;
+    free(toks);
+    return st;
+}
+
+static void print_sample(const char *text) {
+    printf("----- sample -----\n");
+    for (const char *p = text; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        putchar(c == '\n' || c == '\t' || c >= 32 ? c : '?');
+    }
+    printf("\n------------------\n");
+}
+
+qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
+    memset(res, 0, sizeof *res);
+    if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
+    qt_dataset ds;
+    qt_status st = qt_dataset_open_bytes(&ds, r->data.train, r->data.seq_len,
+                                         r->data.val_fraction, (uint64_t)r->train.seed);
+    if (st != QT_OK) return st;
+    qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
+                           .n_layers = r->model.n_layers, .n_heads = r->model.n_heads,
+                           .n_kv_heads = r->model.n_kv_heads, .ffn_dim = r->model.ffn_dim,
+                           .rope_theta = r->model.rope_theta, .norm_eps = r->model.norm_eps,
+                           .tied_embeddings = r->model.tied_embeddings};
+    qt_llama model;
+    st = qt_llama_init(&model, &cfg, (uint64_t)r->train.seed);
+    if (st != QT_OK) {
+        qt_dataset_close(&ds);
+        return st;
+    }
+    qt_adamw opt;
+    qt_adamw_config oc = {.lr = r->optimizer.lr, .beta1 = r->optimizer.betas[0],
+                          .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
+                          .weight_decay = r->optimizer.weight_decay};
+    st = qt_adamw_init(&opt, &model.params, oc);
+    qt_ctx *ctx = st == QT_OK ? qt_ctx_new() : NULL;
+    int64_t B = r->train.batch_size, T = r->data.seq_len;
+    int32_t *ids = malloc((size_t)(B * T) * sizeof(int32_t));
+    int32_t *tgt = malloc((size_t)(B * T) * sizeof(int32_t));
+    FILE *metrics = NULL;
+    char path[QT_PATH_MAX + 32];
+    if (st == QT_OK && (!ctx || !ids || !tgt)) st = QT_ERROR(QT_ENOMEM, "train: out of memory");
+    if (st == QT_OK) st = make_dirs(r->output.dir);
+    if (st == QT_OK) {
+        snprintf(path, sizeof path, "%s/metrics.jsonl", r->output.dir);
+        metrics = fopen(path, "w");
+        if (!metrics) st = QT_ERROR(QT_EIO, "%s: cannot write metrics: %s", path, strerror(errno));
+    }
+    if (st == QT_OK) {
+        snprintf(path, sizeof path, "%s/recipe.yaml", r->output.dir);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            qt_recipe_write(f, r);
+            fclose(f);
+        }
+        printf("qtrain train %s: Llama %d layers, dim %d, %d/%d heads, %.2fM parameters; "
+               "%lld train / %lld val windows of %lld bytes; batch %lld x %d accum; %d threads\n",
+               r->name, cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads,
+               (double)model.params.n_total / 1e6, (long long)ds.n_train, (long long)ds.n_val,
+               (long long)T, (long long)B, r->train.grad_accum, qt_get_num_threads());
+        fflush(stdout);
+    }
+
+    int64_t shape[2] = {B, T};
+    double t0 = now_s(), tokens = 0;
+    int bad_run = 0;
+    for (long step = 0; st == QT_OK && step < r->train.steps; step++) {
+        float lr = qt_lr_at(step, r->train.steps, r->optimizer.lr, r->schedule.warmup,
+                            r->schedule.decay, r->schedule.min_lr_ratio);
+        double loss = 0.0;
+        for (int micro = 0; micro < r->train.grad_accum && st == QT_OK; micro++) {
+            qt_ctx_reset(ctx);
+            qt_dataset_next(&ds, B, ids, tgt);
+            qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
+            qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
+            qt_tensor *l = qt_cross_entropy(ctx, qt_llama_forward(ctx, &model, x), y, -100);
+            l = qt_scale(ctx, l, 1.0f / (float)r->train.grad_accum);
+            if (!l) st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
+            else st = qt_backward(ctx, l);
+            if (st == QT_OK) loss += ((float *)l->data)[0];
+            tokens += (double)(B * T);
+        }
+        if (st != QT_OK) break;
+        double sq = 0.0;
+        for (size_t i = 0; i < model.params.n_grad; i++)
+            sq += (double)model.params.grad[i] * model.params.grad[i];
+        double gnorm = sqrt(sq);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            bad_run++;
+            res->skipped_steps++;
+            printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n", step,
+                   loss, gnorm, bad_run);
+            qt_paramset_zero_grad(&model.params);
+            if (bad_run >= r->train.max_bad_steps)
+                st = QT_ERROR(QT_ENUMERIC, "training diverged: %d non-finite steps in a row "
+                                           "(train.max_bad_steps); lower optimizer.lr?", bad_run);
+            continue;
+        }
+        bad_run = 0;
+        if (r->train.grad_clip > 0 && gnorm > r->train.grad_clip) {
+            float s = (float)(r->train.grad_clip / gnorm);
+            for (size_t i = 0; i < model.params.n_grad; i++) model.params.grad[i] *= s;
+        }
+        qt_adamw_step(&opt, &model.params, lr);
+        qt_paramset_zero_grad(&model.params);
+        if (step == 0) res->first_loss = loss;
+        res->last_loss = loss;
+        res->steps = step + 1;
+
+        bool last = step == r->train.steps - 1;
+        if (step % r->output.log_every == 0 || last) {
+            double el = now_s() - t0, tps = tokens / (el > 0 ? el : 1e-9);
+            double eta = el / (double)(step + 1) * (double)(r->train.steps - step - 1);
+            printf("step %6ld/%ld  loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  %.0fs  eta %.0fs\n",
+                   step + 1, r->train.steps, loss, (double)lr, gnorm, tps, el, eta);
+            fflush(stdout);
+            fprintf(metrics,
+                    "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                    "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+                    step + 1, loss, (double)lr, gnorm, tps, el);
+            fflush(metrics);
+        }
+        bool eval_now = last || (r->output.eval_every && (step + 1) % r->output.eval_every == 0);
+        if (eval_now && ds.n_val > 0) {
+            double vl = 0.0;
+            st = evaluate(ctx, &model, &ds, B, r->output.eval_batches, ids, tgt, &vl);
+            if (st != QT_OK) break;
+            res->val_loss = vl;
+            res->val_ppl = exp(vl);
+            printf("eval step %ld: val loss %.4f, perplexity %.3f (per byte)\n", step + 1, vl,
+                   exp(vl));
+            fprintf(metrics, "{\"step\": %ld, \"val_loss\": %.6f, \"val_ppl\": %.4f}\n", step + 1,
+                    vl, exp(vl));
+            fflush(metrics);
+            if (r->output.sample_tokens > 0) {
+                size_t cap = strlen(r->output.sample_prompt) + (size_t)r->output.sample_tokens + 1;
+                char *text = malloc(cap);
+                if (text && qt_generate_bytes(ctx, &model, r->output.sample_prompt,
+                                              r->output.sample_tokens, r->data.seq_len, 0.8f,
+                                              (uint64_t)r->train.seed + (uint64_t)step, text,
+                                              cap) == QT_OK)
+                    print_sample(text);
+                free(text);
+            }
+        }
+    }
+    res->seconds = now_s() - t0;
+    if (metrics) fclose(metrics);
+    free(ids);
+    free(tgt);
+    qt_ctx_free(ctx);
+    qt_adamw_free(&opt);
+    qt_llama_free(&model);
+    qt_dataset_close(&ds);
+    return st;
+}

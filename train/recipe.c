@@ -1,0 +1,446 @@
+/*
+ * recipe.c - YAML recipes read with libyaml into qt_recipe.
+ *
+ * One table (keys[] below) names every key, its type, bounds and meaning; parsing,
+ * --set overrides, `qtrain train --keys` and the resolved-recipe dump all walk it, so a
+ * key cannot be documented in one place and parsed differently in another. Unknown
+ * keys, wrong types, out-of-range values and duplicates are errors that name
+ * file:line:col (libyaml's marks, made 1-based).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "recipe.h"
+
+typedef enum { K_STR, K_INT, K_LONG, K_FLOAT, K_BOOL, K_FLOAT2 } key_kind;
+
+typedef struct {
+    const char *key;
+    key_kind kind;
+    size_t off, size;
+    double min, max;     /* numeric bounds, inclusive */
+    const char *choices; /* K_STR: "a|b|c", or NULL for free text */
+    const char *doc;
+} keydef;
+
+#define F(field) offsetof(qt_recipe, field), sizeof(((qt_recipe *)0)->field)
+#define BIG 1e18
+
+static const keydef keys[] = {
+    {"name", K_STR, F(name), 0, 0, NULL, "run name, used in logs"},
+    {"model.from", K_STR, F(model.from), 0, 0, NULL,
+     "checkpoint to start from; empty = new model from the sizes below"},
+    {"model.arch", K_STR, F(model.arch), 0, 0, "llama", "architecture of a new model"},
+    {"model.vocab_size", K_INT, F(model.vocab_size), 1, 1 << 24, NULL,
+     "vocabulary size (256 with the bytes tokenizer)"},
+    {"model.dim", K_INT, F(model.dim), 1, 1 << 16, NULL, "hidden size"},
+    {"model.n_layers", K_INT, F(model.n_layers), 1, 1024, NULL, "transformer blocks"},
+    {"model.n_heads", K_INT, F(model.n_heads), 1, 1024, NULL, "attention heads"},
+    {"model.n_kv_heads", K_INT, F(model.n_kv_heads), 1, 1024, NULL,
+     "key/value heads (grouped-query attention); divides n_heads"},
+    {"model.ffn_dim", K_INT, F(model.ffn_dim), 1, 1 << 20, NULL, "SwiGLU inner size"},
+    {"model.max_seq_len", K_INT, F(model.max_seq_len), 1, 1 << 20, NULL,
+     "longest sequence the model is meant for"},
+    {"model.rope_theta", K_FLOAT, F(model.rope_theta), 1.0001, BIG, NULL, "RoPE base"},
+    {"model.norm_eps", K_FLOAT, F(model.norm_eps), 1e-12, 1, NULL, "RMSNorm epsilon"},
+    {"model.tied_embeddings", K_BOOL, F(model.tied_embeddings), 0, 0, NULL,
+     "lm_head shares the embedding matrix"},
+    {"data.train", K_STR, F(data.train), 0, 0, NULL,
+     "training text: a UTF-8 file or a directory of them"},
+    {"data.tokenizer", K_STR, F(data.tokenizer), 0, 0, "bytes",
+     "tokenizer (bytes: one token per byte, vocab 256)"},
+    {"data.val_fraction", K_FLOAT, F(data.val_fraction), 0, 0.5, NULL,
+     "share of the text held out for validation (taken from the end)"},
+    {"data.seq_len", K_INT, F(data.seq_len), 2, 1 << 20, NULL, "tokens per training sequence"},
+    {"train.steps", K_LONG, F(train.steps), 1, BIG, NULL, "optimizer steps"},
+    {"train.batch_size", K_INT, F(train.batch_size), 1, 1 << 20, NULL,
+     "sequences per micro-batch"},
+    {"train.grad_accum", K_INT, F(train.grad_accum), 1, 1 << 20, NULL,
+     "micro-batches per optimizer step"},
+    {"train.seed", K_LONG, F(train.seed), 0, BIG, NULL,
+     "seed of initialisation, data order and dropout"},
+    {"train.threads", K_INT, F(train.threads), 0, 4096, NULL, "CPU threads; 0 = all cores"},
+    {"train.grad_clip", K_FLOAT, F(train.grad_clip), 0, BIG, NULL,
+     "clip the global grad norm to this; 0 = off"},
+    {"train.max_bad_steps", K_INT, F(train.max_bad_steps), 1, 1 << 20, NULL,
+     "stop after this many non-finite losses/grads in a row (each is skipped)"},
+    {"optimizer.name", K_STR, F(optimizer.name), 0, 0, "adamw", "optimizer"},
+    {"optimizer.lr", K_FLOAT, F(optimizer.lr), 0, 10, NULL, "peak learning rate"},
+    {"optimizer.betas", K_FLOAT2, F(optimizer.betas), 0, 0.999999, NULL, "AdamW [beta1, beta2]"},
+    {"optimizer.eps", K_FLOAT, F(optimizer.eps), 1e-30, 1, NULL, "AdamW epsilon"},
+    {"optimizer.weight_decay", K_FLOAT, F(optimizer.weight_decay), 0, 10, NULL,
+     "decoupled weight decay (never on norms and biases)"},
+    {"schedule.warmup", K_LONG, F(schedule.warmup), 0, BIG, NULL,
+     "linear warmup steps from 0 to lr"},
+    {"schedule.decay", K_STR, F(schedule.decay), 0, 0, "cosine|linear|constant",
+     "shape after warmup"},
+    {"schedule.min_lr_ratio", K_FLOAT, F(schedule.min_lr_ratio), 0, 1, NULL,
+     "final lr as a fraction of lr (cosine, linear)"},
+    {"output.dir", K_STR, F(output.dir), 0, 0, NULL, "run directory (metrics, checkpoints)"},
+    {"output.log_every", K_INT, F(output.log_every), 1, 1 << 30, NULL,
+     "print and record metrics every N steps"},
+    {"output.eval_every", K_INT, F(output.eval_every), 0, 1 << 30, NULL,
+     "validation loss every N steps; 0 = only at the end"},
+    {"output.eval_batches", K_INT, F(output.eval_batches), 1, 1 << 20, NULL,
+     "validation micro-batches per evaluation"},
+    {"output.checkpoint_every", K_INT, F(output.checkpoint_every), 0, 1 << 30, NULL,
+     "checkpoint every N steps; 0 = only at the end"},
+    {"output.sample_tokens", K_INT, F(output.sample_tokens), 0, 1 << 20, NULL,
+     "tokens of text sampled at each evaluation; 0 = none"},
+    {"output.sample_prompt", K_STR, F(output.sample_prompt), 0, 0, NULL, "prompt of the sample"},
+};
+#define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
+
+void qt_recipe_defaults(qt_recipe *r) {
+    memset(r, 0, sizeof *r);
+    strcpy(r->name, "run");
+    strcpy(r->model.arch, "llama");
+    r->model.vocab_size = 256;
+    r->model.dim = 128;
+    r->model.n_layers = 4;
+    r->model.n_heads = 4;
+    r->model.n_kv_heads = 4;
+    r->model.ffn_dim = 384;
+    r->model.max_seq_len = 256;
+    r->model.rope_theta = 10000.0f;
+    r->model.norm_eps = 1e-5f;
+    strcpy(r->data.tokenizer, "bytes");
+    r->data.val_fraction = 0.05f;
+    r->data.seq_len = 128;
+    r->train.steps = 1000;
+    r->train.batch_size = 8;
+    r->train.grad_accum = 1;
+    r->train.seed = 1337;
+    r->train.grad_clip = 1.0f;
+    r->train.max_bad_steps = 5;
+    strcpy(r->optimizer.name, "adamw");
+    r->optimizer.lr = 1e-3f;
+    r->optimizer.betas[0] = 0.9f;
+    r->optimizer.betas[1] = 0.95f;
+    r->optimizer.eps = 1e-8f;
+    r->optimizer.weight_decay = 0.1f;
+    r->schedule.warmup = 100;
+    strcpy(r->schedule.decay, "cosine");
+    r->schedule.min_lr_ratio = 0.1f;
+    strcpy(r->output.dir, "runs/run");
+    r->output.log_every = 10;
+    r->output.eval_every = 0;
+    r->output.eval_batches = 8;
+    r->output.sample_tokens = 200;
+}
+
+static const keydef *find_key(const char *key) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (!strcmp(keys[i].key, key)) return &keys[i];
+    return NULL;
+}
+
+/* true if `prefix` names a section: some key starts with "prefix." */
+static bool is_section(const char *prefix) {
+    size_t n = strlen(prefix);
+    for (int i = 0; i < N_KEYS; i++)
+        if (!strncmp(keys[i].key, prefix, n) && keys[i].key[n] == '.') return true;
+    return false;
+}
+
+static const char *kind_name(key_kind k) {
+    switch (k) {
+    case K_STR: return "a string";
+    case K_INT:
+    case K_LONG: return "an integer";
+    case K_FLOAT: return "a number";
+    case K_BOOL: return "true or false";
+    default: return "a list of two numbers";
+    }
+}
+
+/* Parses one scalar into the field; on error writes the reason into why. */
+static bool parse_scalar(const keydef *k, const char *s, int slot, qt_recipe *r, char *why,
+                         size_t whyn) {
+    char *dst = (char *)r + k->off;
+    char *end;
+    errno = 0;
+    switch (k->kind) {
+    case K_STR: {
+        if (strlen(s) >= k->size) {
+            snprintf(why, whyn, "%s is longer than %zu bytes", k->key, k->size - 1);
+            return false;
+        }
+        if (k->choices) {
+            bool ok = false;
+            const char *c = k->choices;
+            size_t n = strlen(s);
+            while (*c) {
+                const char *bar = strchr(c, '|');
+                size_t len = bar ? (size_t)(bar - c) : strlen(c);
+                if (len == n && !strncmp(c, s, n)) ok = true;
+                c += len + (bar ? 1 : 0);
+            }
+            if (!ok) {
+                snprintf(why, whyn, "%s must be one of %s, got \"%s\"", k->key, k->choices, s);
+                return false;
+            }
+        }
+        strcpy(dst, s);
+        return true;
+    }
+    case K_INT:
+    case K_LONG: {
+        long long v = strtoll(s, &end, 10);
+        if (!*s || *end || errno || v < k->min || v > k->max) {
+            snprintf(why, whyn, "%s must be an integer in [%.0f, %.0f], got \"%s\"", k->key,
+                     k->min, k->max, s);
+            return false;
+        }
+        if (k->kind == K_INT) *(int *)dst = (int)v;
+        else *(long *)dst = (long)v;
+        return true;
+    }
+    case K_FLOAT:
+    case K_FLOAT2: {
+        double v = strtod(s, &end);
+        if (!*s || *end || errno || !isfinite(v) || v < k->min || v > k->max) {
+            snprintf(why, whyn, "%s must be a number in [%g, %g], got \"%s\"", k->key, k->min,
+                     k->max, s);
+            return false;
+        }
+        ((float *)dst)[slot] = (float)v;
+        return true;
+    }
+    case K_BOOL:
+        if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) *(bool *)dst = true;
+        else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+            *(bool *)dst = false;
+        else {
+            snprintf(why, whyn, "%s must be true or false, got \"%s\"", k->key, s);
+            return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+typedef struct {
+    const char *path;
+    yaml_document_t *doc;
+    qt_recipe *r;
+    char seen[N_KEYS];
+} walk_ctx;
+
+static qt_status fail_at(const walk_ctx *w, const yaml_node_t *n, qt_status st, const char *msg) {
+    return QT_ERROR(st, "%s:%zu:%zu: %s", w->path, n->start_mark.line + 1,
+                    n->start_mark.column + 1, msg);
+}
+
+static qt_status walk(walk_ctx *w, yaml_node_t *map, const char *prefix) {
+    char why[700];
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *kn = yaml_document_get_node(w->doc, p->key);
+        yaml_node_t *vn = yaml_document_get_node(w->doc, p->value);
+        if (!kn || !vn) return QT_ERROR(QT_EFORMAT, "%s: malformed YAML document", w->path);
+        if (kn->type != YAML_SCALAR_NODE) return fail_at(w, kn, QT_EFORMAT, "keys must be plain names");
+        char path[256];
+        int len = snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "",
+                           (const char *)kn->data.scalar.value);
+        if (len < 0 || (size_t)len >= sizeof path) return fail_at(w, kn, QT_EINVAL, "key too long");
+        if (is_section(path)) {
+            if (vn->type != YAML_MAPPING_NODE) {
+                snprintf(why, sizeof why, "%s must be a mapping of keys (e.g. %s: {key: value})",
+                         path, path);
+                return fail_at(w, vn, QT_EINVAL, why);
+            }
+            qt_status st = walk(w, vn, path);
+            if (st != QT_OK) return st;
+            continue;
+        }
+        const keydef *k = find_key(path);
+        if (!k) {
+            snprintf(why, sizeof why, "unknown key '%s' (see `qtrain train --keys`)", path);
+            return fail_at(w, kn, QT_EINVAL, why);
+        }
+        if (w->seen[k - keys]++) {
+            snprintf(why, sizeof why, "key '%s' is given twice", path);
+            return fail_at(w, kn, QT_EINVAL, why);
+        }
+        if (k->kind == K_FLOAT2) {
+            if (vn->type != YAML_SEQUENCE_NODE ||
+                vn->data.sequence.items.top - vn->data.sequence.items.start != 2) {
+                snprintf(why, sizeof why, "%s must be a list of two numbers, like [0.9, 0.95]", path);
+                return fail_at(w, vn, QT_EINVAL, why);
+            }
+            for (int i = 0; i < 2; i++) {
+                yaml_node_t *e = yaml_document_get_node(w->doc, vn->data.sequence.items.start[i]);
+                if (!e || e->type != YAML_SCALAR_NODE) {
+                    snprintf(why, sizeof why, "%s must be a list of two numbers", path);
+                    return fail_at(w, vn, QT_EINVAL, why);
+                }
+                if (!parse_scalar(k, (const char *)e->data.scalar.value, i, w->r, why, sizeof why))
+                    return fail_at(w, e, QT_EINVAL, why);
+            }
+            continue;
+        }
+        if (vn->type != YAML_SCALAR_NODE) {
+            snprintf(why, sizeof why, "%s must be %s", path, kind_name(k->kind));
+            return fail_at(w, vn, QT_EINVAL, why);
+        }
+        if (!parse_scalar(k, (const char *)vn->data.scalar.value, 0, w->r, why, sizeof why))
+            return fail_at(w, vn, QT_EINVAL, why);
+    }
+    return QT_OK;
+}
+
+qt_status qt_recipe_load(const char *path, qt_recipe *r) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open recipe: %s", path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        return QT_ERROR(QT_ENOMEM, "%s: cannot initialise the YAML parser", path);
+    }
+    yaml_parser_set_input_file(&parser, f);
+    qt_status st = QT_OK;
+    if (!yaml_parser_load(&parser, &doc)) {
+        st = QT_ERROR(QT_EFORMAT, "%s:%zu:%zu: YAML syntax error: %s", path,
+                      parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+                      parser.problem ? parser.problem : "unknown");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return st;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    walk_ctx w = {.path = path, .doc = &doc, .r = r};
+    if (!root) st = QT_ERROR(QT_EFORMAT, "%s: the recipe is empty", path);
+    else if (root->type != YAML_MAPPING_NODE)
+        st = fail_at(&w, root, QT_EFORMAT, "a recipe is a mapping of sections (model:, data:, ...)");
+    else st = walk(&w, root, "");
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return st;
+}
+
+qt_status qt_recipe_set(qt_recipe *r, const char *assignment) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return QT_ERROR(QT_EINVAL, "--set %s: expected key=value", assignment);
+    char key[256], why[700];
+    size_t n = (size_t)(eq - assignment);
+    if (n >= sizeof key) return QT_ERROR(QT_EINVAL, "--set: key too long");
+    memcpy(key, assignment, n);
+    key[n] = 0;
+    const keydef *k = find_key(key);
+    if (!k) return QT_ERROR(QT_EINVAL, "--set %s: unknown key '%s' (see `qtrain train --keys`)",
+                            assignment, key);
+    const char *v = eq + 1;
+    if (k->kind == K_FLOAT2) { /* "[a, b]" or "a,b" */
+        char buf[128];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *s = buf;
+        if (*s == '[') s++;
+        char *close = strchr(s, ']');
+        if (close) *close = 0;
+        char *comma = strchr(s, ',');
+        if (!comma) return QT_ERROR(QT_EINVAL, "--set %s: %s needs two numbers, like [0.9,0.95]",
+                                    assignment, key);
+        *comma = 0;
+        char *b = comma + 1;
+        while (*b == ' ') b++;
+        if (!parse_scalar(k, s, 0, r, why, sizeof why) || !parse_scalar(k, b, 1, r, why, sizeof why))
+            return QT_ERROR(QT_EINVAL, "--set: %s", why);
+        return QT_OK;
+    }
+    if (!parse_scalar(k, v, 0, r, why, sizeof why)) return QT_ERROR(QT_EINVAL, "--set: %s", why);
+    return QT_OK;
+}
+
+qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
+    const char *p = path ? path : "recipe";
+    if (!r->data.train[0]) return QT_ERROR(QT_EINVAL, "%s: data.train is required", p);
+    if (strcmp(r->data.tokenizer, "bytes"))
+        return QT_ERROR(QT_ENOTSUP, "%s: data.tokenizer \"%s\" is not supported yet (bytes)", p,
+                        r->data.tokenizer);
+    if (r->model.from[0])
+        return QT_ERROR(QT_ENOTSUP, "%s: model.from (loading a checkpoint to train) is not "
+                                    "supported yet; leave it empty to train a new model", p);
+    if (r->model.vocab_size < 256)
+        return QT_ERROR(QT_EINVAL, "%s: model.vocab_size must be >= 256 with the bytes tokenizer, "
+                                   "got %d", p, r->model.vocab_size);
+    if (r->model.dim % r->model.n_heads || r->model.n_heads % r->model.n_kv_heads ||
+        (r->model.dim / r->model.n_heads) % 2)
+        return QT_ERROR(QT_EINVAL,
+                        "%s: model.dim (%d) must split into n_heads (%d) heads of even size, and "
+                        "n_heads into n_kv_heads (%d) groups", p, r->model.dim, r->model.n_heads,
+                        r->model.n_kv_heads);
+    if (r->data.seq_len > r->model.max_seq_len)
+        return QT_ERROR(QT_EINVAL, "%s: data.seq_len (%d) exceeds model.max_seq_len (%d)", p,
+                        r->data.seq_len, r->model.max_seq_len);
+    if (r->schedule.warmup > r->train.steps)
+        return QT_ERROR(QT_EINVAL, "%s: schedule.warmup (%ld) exceeds train.steps (%ld)", p,
+                        r->schedule.warmup, r->train.steps);
+    if (!r->output.dir[0]) return QT_ERROR(QT_EINVAL, "%s: output.dir is required", p);
+    return QT_OK;
+}
+
+static void print_value(FILE *f, const keydef *k, const qt_recipe *r) {
+    const char *src = (const char *)r + k->off;
+    switch (k->kind) {
+    case K_STR: fprintf(f, "\"%s\"", src); break;
+    case K_INT: fprintf(f, "%d", *(const int *)src); break;
+    case K_LONG: fprintf(f, "%ld", *(const long *)src); break;
+    case K_FLOAT: fprintf(f, "%g", (double)*(const float *)src); break;
+    case K_BOOL: fprintf(f, "%s", *(const bool *)src ? "true" : "false"); break;
+    case K_FLOAT2:
+        fprintf(f, "[%g, %g]", (double)((const float *)src)[0], (double)((const float *)src)[1]);
+        break;
+    }
+}
+
+void qt_recipe_print_keys(FILE *f) {
+    qt_recipe d;
+    qt_recipe_defaults(&d);
+    fprintf(f, "%-26s %-22s %-14s %s\n", "key", "type", "default", "meaning");
+    for (int i = 0; i < N_KEYS; i++) {
+        const keydef *k = &keys[i];
+        char type[64];
+        if (k->choices) snprintf(type, sizeof type, "%s", k->choices);
+        else snprintf(type, sizeof type, "%s", kind_name(k->kind));
+        fprintf(f, "%-26s %-22s ", k->key, type);
+        char val[64];
+        FILE *m = fmemopen(val, sizeof val, "w");
+        if (m) {
+            print_value(m, k, &d);
+            fclose(m);
+        } else {
+            val[0] = 0;
+        }
+        fprintf(f, "%-14s %s\n", val, k->doc);
+    }
+}
+
+void qt_recipe_write(FILE *f, const qt_recipe *r) {
+    const char *section = "";
+    size_t slen = 0;
+    for (int i = 0; i < N_KEYS; i++) {
+        const keydef *k = &keys[i];
+        const char *dot = strchr(k->key, '.');
+        if (!dot) {
+            fprintf(f, "%s: ", k->key);
+        } else {
+            if ((size_t)(dot - k->key) != slen || strncmp(section, k->key, slen)) {
+                section = k->key;
+                slen = (size_t)(dot - k->key);
+                fprintf(f, "%.*s:\n", (int)slen, section);
+            }
+            fprintf(f, "  %s: ", dot + 1);
+        }
+        print_value(f, k, r);
+        fputc('\n', f);
+    }
+}

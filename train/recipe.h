@@ -1,0 +1,68 @@
+/*
+ * recipe.h - the training recipe: YAML in, typed struct out (private to train/; the CLI
+ * and the loop use it). Every key, its type, default and meaning is in the one table in
+ * recipe.c, which also prints the reference (`qtrain train --keys`).
+ */
+#ifndef QT_RECIPE_H
+#define QT_RECIPE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qt_autograd.h"
+
+#define QT_PATH_MAX 512
+
+typedef struct {
+    char name[128];
+    struct {
+        char from[QT_PATH_MAX]; /* "" = train from scratch with the sizes below */
+        char arch[16];          /* llama */
+        int vocab_size, dim, n_layers, n_heads, n_kv_heads, ffn_dim, max_seq_len;
+        float rope_theta, norm_eps;
+        bool tied_embeddings;
+    } model;
+    struct {
+        char train[QT_PATH_MAX];     /* a text file, or a directory of text files */
+        char tokenizer[32];          /* bytes */
+        float val_fraction;
+        int seq_len;
+    } data;
+    struct {
+        long steps;
+        int batch_size, grad_accum, threads, max_bad_steps;
+        long seed;
+        float grad_clip;
+    } train;
+    struct {
+        char name[16];
+        float lr, betas[2], eps, weight_decay;
+    } optimizer;
+    struct {
+        long warmup;
+        char decay[16]; /* cosine | linear | constant */
+        float min_lr_ratio;
+    } schedule;
+    struct {
+        char dir[QT_PATH_MAX];
+        int log_every, eval_every, eval_batches, checkpoint_every, sample_tokens;
+        char sample_prompt[256];
+    } output;
+} qt_recipe;
+
+/* Defaults for every key. */
+void qt_recipe_defaults(qt_recipe *r);
+/* Parses a YAML file over the defaults. On error returns QT_EFORMAT/QT_EINVAL/QT_EIO
+ * with "path:line:col: message" in qt_error_message(). */
+qt_status qt_recipe_load(const char *path, qt_recipe *r);
+/* Applies one "a.b=value" override (from --set). */
+qt_status qt_recipe_set(qt_recipe *r, const char *assignment);
+/* Cross-key checks (seq_len <= max_seq_len, ...), after loading and overrides. */
+qt_status qt_recipe_validate(const qt_recipe *r, const char *path);
+/* Writes the documented key table (key, type, default, meaning). */
+void qt_recipe_print_keys(FILE *f);
+/* Writes the resolved recipe as YAML (into the run directory and checkpoints). */
+void qt_recipe_write(FILE *f, const qt_recipe *r);
+
+#endif
