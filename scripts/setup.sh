@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev)
+PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev libhdf5-dev fortunes)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +20,19 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: built build/qtrain"
+
+# The quickstart's training text: English prose from Debian's fortunes package (quotes,
+# literature, science, ...), the "%" separators between entries dropped.
+F=/usr/share/games/fortunes
+if [ ! -s build/data/fortunes.txt ]; then
+  mkdir -p build/data
+  files=()
+  for n in literature wisdom people humorists fortunes science platitudes education work \
+           politics love food pets sports miscellaneous medicine law kids goedel magic \
+           songs-poems computers cookie definitions; do
+    [ -f "$F/$n" ] && files+=("$F/$n")
+  done
+  grep -hv '^%$' "${files[@]}" >build/data/fortunes.txt.tmp
+  mv build/data/fortunes.txt.tmp build/data/fortunes.txt
+  echo "setup: wrote build/data/fortunes.txt ($(wc -c <build/data/fortunes.txt) bytes)"
+fi

@@ -10,7 +10,8 @@
 #include "recipe.h"
 
 static void train_usage(FILE *f) {
-    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...]\n"
+    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume]\n"
+               "       --resume continues from OUTPUT.DIR/checkpoint.h5 exactly where it stopped\n"
                "       qtrain train --keys      every recipe key, its type, default and meaning\n");
 }
 
@@ -42,11 +43,14 @@ int qt_cmd_train(int argc, char **argv) {
     }
     const char *path = argv[0];
     qt_recipe r;
+    bool resume = false;
     qt_recipe_defaults(&r);
     qt_status st = qt_recipe_load(path, &r);
     for (int i = 1; st == QT_OK && i < argc; i++) {
         if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             st = qt_recipe_set(&r, argv[++i]);
+        } else if (!strcmp(argv[i], "--resume")) {
+            resume = true;
         } else {
             fprintf(stderr, "qtrain train: unexpected argument '%s'\n", argv[i]);
             train_usage(stderr);
@@ -58,8 +62,9 @@ int qt_cmd_train(int argc, char **argv) {
         fprintf(stderr, "qtrain train: %s\n", qt_error_message());
         return qt_cli_exit_code(st);
     }
-    qt_train_result res;
-    st = qt_train_run(&r, &res);
+    qt_train_result res = {0};
+    qt_train_opts opts = {.resume = resume};
+    st = qt_train_run(&r, &opts, &res);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain train: %s\n", qt_error_message());
         return qt_cli_exit_code(st);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "loop.h"
 #include "qt_dataset.h"
 #include "qt_layers.h"
@@ -130,8 +131,18 @@ static void print_sample(const char *text) {
     printf("\n------------------\n");
 }
 
-qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
+qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res) {
+    bool resume = opts && opts->resume;
+    long stop_at = opts && opts->stop_at > 0 ? opts->stop_at : r->train.steps;
+    double *losses = res->losses;
+    long max_losses = res->max_losses;
+    float *weights = res->weights;
+    size_t max_weights = res->max_weights;
     memset(res, 0, sizeof *res);
+    res->losses = losses;
+    res->max_losses = max_losses;
+    res->weights = weights;
+    res->max_weights = max_weights;
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
     qt_dataset ds;
     qt_status st = qt_dataset_open_bytes(&ds, r->data.train, r->data.seq_len,
@@ -181,10 +192,33 @@ qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
         fflush(stdout);
     }
 
+    char ckpt[QT_PATH_MAX + 32];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", r->output.dir);
+    char *recipe_text = NULL;
+    size_t recipe_len = 0;
+    FILE *mem = open_memstream(&recipe_text, &recipe_len);
+    if (mem) {
+        qt_recipe_write(mem, r);
+        fclose(mem);
+    }
+    long start = 0;
+    if (st == QT_OK && resume) {
+        qt_ckpt_state cs;
+        st = qt_checkpoint_load(ckpt, &model.params, &opt, &cs);
+        if (st == QT_OK && cs.seed != r->train.seed)
+            st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
+                          ckpt, cs.seed, r->train.seed);
+        if (st == QT_OK) st = qt_dataset_seek(&ds, cs.data_epoch, cs.data_pos);
+        if (st == QT_OK) {
+            start = cs.step;
+            printf("resumed from %s at step %ld\n", ckpt, start);
+        }
+    }
+
     int64_t shape[2] = {B, T};
     double t0 = now_s(), tokens = 0;
     int bad_run = 0;
-    for (long step = 0; st == QT_OK && step < r->train.steps; step++) {
+    for (long step = start; st == QT_OK && step < r->train.steps; step++) {
         float lr = qt_lr_at(step, r->train.steps, r->optimizer.lr, r->schedule.warmup,
                             r->schedule.decay, r->schedule.min_lr_ratio);
         double loss = 0.0;
@@ -223,9 +257,10 @@ qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
         }
         qt_adamw_step(&opt, &model.params, lr);
         qt_paramset_zero_grad(&model.params);
-        if (step == 0) res->first_loss = loss;
+        if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->steps = step + 1;
+        if (res->losses && step < res->max_losses) res->losses[step] = loss;
 
         bool last = step == r->train.steps - 1;
         if (step % r->output.log_every == 0 || last) {
@@ -239,6 +274,13 @@ qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
                     "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
                     step + 1, loss, (double)lr, gnorm, tps, el);
             fflush(metrics);
+        }
+        if (last || step + 1 == stop_at ||
+            (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
+            qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
+                                .seed = r->train.seed};
+            st = qt_checkpoint_save(ckpt, &model.params, &opt, &cs, recipe_text);
+            if (st != QT_OK || step + 1 == stop_at) break;
         }
         bool eval_now = last || (r->output.eval_every && (step + 1) % r->output.eval_every == 0);
         if (eval_now && ds.n_val > 0) {
@@ -265,6 +307,11 @@ qt_status qt_train_run(const qt_recipe *r, qt_train_result *res) {
         }
     }
     res->seconds = now_s() - t0;
+    if (st == QT_OK && res->weights) {
+        size_t n = model.params.n_total < res->max_weights ? model.params.n_total : res->max_weights;
+        memcpy(res->weights, model.params.data, n * sizeof(float));
+    }
+    free(recipe_text);
     if (metrics) fclose(metrics);
     free(ids);
     free(tgt);

@@ -9,13 +9,25 @@ typedef struct {
     long steps;          /* optimizer steps taken */
     long skipped_steps;  /* non-finite steps skipped */
     double first_loss, last_loss, val_loss, val_ppl, seconds;
+    /* optional, for tests: the loss of each step (index = step) and the final weights */
+    double *losses;
+    long max_losses;
+    float *weights;
+    size_t max_weights;
 } qt_train_result;
 
 /* Learning rate at `step` (0-based): linear warmup to lr over `warmup` steps, then decay
  * ("cosine" | "linear" | "constant") to min_ratio * lr at the last step. */
 float qt_lr_at(long step, long steps, float lr, long warmup, const char *decay, float min_ratio);
 
-qt_status qt_train_run(const qt_recipe *r, qt_train_result *res);
+typedef struct {
+    bool resume;  /* continue from output.dir/checkpoint.h5 */
+    long stop_at; /* > 0: checkpoint and stop after this many steps (of the full schedule) */
+} qt_train_opts;
+
+/* Trains as the recipe says. The caller may set res->losses / res->weights before the
+ * call (other fields are overwritten). */
+qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res);
 
 /* Samples n_new bytes after prompt (temperature T, seeded), context capped at max_ctx. */
 qt_status qt_generate_bytes(qt_ctx *ctx, qt_llama *m, const char *prompt, int n_new,

@@ -1,0 +1,32 @@
+/*
+ * checkpoint.h - training checkpoints in HDF5 (private to train/).
+ *
+ * Layout of a checkpoint file:
+ *   /params/<name>      f32, the parameter's shape (HF names: model.layers.0...)
+ *   /optimizer/m, /v    f32 (n), AdamW moments in the paramset's grad layout
+ *   root attributes     format ("qtrain-checkpoint"), version, step, adam_step,
+ *                       data_epoch, data_pos, seed, recipe (the resolved YAML)
+ * The random state needs no field: every draw is a function of (seed, counter) and the
+ * counters derive from the step and the data position.
+ */
+#ifndef QT_CHECKPOINT_H
+#define QT_CHECKPOINT_H
+
+#include "qt_autograd.h"
+#include "qt_train.h"
+
+typedef struct {
+    long step;      /* optimizer steps completed */
+    long data_epoch, data_pos;
+    long seed;
+} qt_ckpt_state;
+
+/* Writes atomically: path.tmp.<pid>, then rename over path. */
+qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
+                             const qt_ckpt_state *st, const char *recipe_yaml);
+/* Loads into an allocated paramset of the same parameters (names and shapes must
+ * match) and an initialised optimizer of the same size. */
+qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
+                             qt_ckpt_state *st);
+
+#endif
