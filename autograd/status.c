@@ -27,13 +27,17 @@ const char *qt_error_message(void) { return last_error; }
 void qt_error_clear(void) { last_error[0] = 0; }
 
 qt_status qt_error_set(qt_status s, const char *file, int line, const char *fmt, ...) {
+    /* format into a local buffer first: the arguments may point into last_error itself
+     * (a caller wrapping the previous message) */
+    char buf[sizeof last_error];
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
-    int n = snprintf(last_error, sizeof last_error, "%s:%d: ", base, line);
-    if (n < 0 || (size_t)n >= sizeof last_error) n = 0;
+    int n = snprintf(buf, sizeof buf, "%s:%d: ", base, line);
+    if (n < 0 || (size_t)n >= sizeof buf) n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error + n, sizeof last_error - (size_t)n, fmt, ap);
+    vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
     return s;
 }
