@@ -5,6 +5,8 @@
  *              n = input_layernorm(x)
  *              x += down_proj(silu(gate_proj(m)) * up_proj(m)), m = post_attention_layernorm(x)
  *   logits = lm_head(norm(x))
+ * Qwen2 adds a bias to q_proj, k_proj and v_proj (qkv_bias); Mistral is Llama with a
+ * sliding window, which only matters past the window (refused there, see the config).
  * Heads are laid out (B, T, H, head_dim) by the projections and moved to (B, H, T,
  * head_dim) for RoPE and attention, as HF does, so weights load without permutation.
  */
@@ -12,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qt_layers.h"
+#include "layers_internal.h"
 
 static qt_tensor *add_param(qt_paramset *ps, const char *name, int64_t d0, int64_t d1,
                             uint32_t flags) {
@@ -20,7 +22,7 @@ static qt_tensor *add_param(qt_paramset *ps, const char *name, int64_t d0, int64
     return qt_paramset_add(ps, name, d1 ? 2 : 1, shape, flags);
 }
 
-qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) {
+qt_status qt_llama_build(qt_llama *m, const qt_llama_config *cfg) {
     memset(m, 0, sizeof *m);
     const qt_llama_config *c = cfg;
     if (c->vocab_size <= 0 || c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
@@ -34,6 +36,9 @@ qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) 
                         c->dim, c->n_heads, c->n_kv_heads);
     if (!(c->rope_theta > 1.0f) || !(c->norm_eps > 0.0f))
         return QT_ERROR(QT_EINVAL, "llama: rope_theta must be > 1 and norm_eps > 0");
+    if (c->max_seq_len < 0 || c->sliding_window < 0)
+        return QT_ERROR(QT_EINVAL, "llama: max_seq_len (%d) and sliding_window (%d) must be >= 0",
+                        c->max_seq_len, c->sliding_window);
     m->cfg = *c;
     int64_t hd = c->dim / c->n_heads, qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -53,6 +58,11 @@ qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) 
         P(wq, "self_attn.q_proj.weight", qd, c->dim, 0);
         P(wk, "self_attn.k_proj.weight", kvd, c->dim, 0);
         P(wv, "self_attn.v_proj.weight", kvd, c->dim, 0);
+        if (c->qkv_bias) {
+            P(bq, "self_attn.q_proj.bias", qd, 0, QT_PARAM_NO_DECAY);
+            P(bk, "self_attn.k_proj.bias", kvd, 0, QT_PARAM_NO_DECAY);
+            P(bv, "self_attn.v_proj.bias", kvd, 0, QT_PARAM_NO_DECAY);
+        }
         P(wo, "self_attn.o_proj.weight", c->dim, qd, 0);
         P(ffn_norm, "post_attention_layernorm.weight", c->dim, 0, QT_PARAM_NO_DECAY);
         P(w_gate, "mlp.gate_proj.weight", c->ffn_dim, c->dim, 0);
@@ -69,19 +79,34 @@ qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) 
         qt_llama_free(m);
         return st;
     }
-    /* transformers' _init_weights: normal(0, initializer_range = 0.02), norms = 1 */
+    return QT_OK;
+fail:
+    qt_llama_free(m);
+    /* copied: qt_error_set must not read the buffer it writes */
+    char why[512];
+    snprintf(why, sizeof why, "%s", qt_error_message());
+    return QT_ERROR(QT_ENOMEM, "llama: cannot register parameters: %s", why);
+}
+
+qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed) {
+    qt_status st = qt_llama_build(m, cfg);
+    if (st != QT_OK) return st;
+    qt_paramset *ps = &m->params;
+    /* transformers' _init_weights: normal(0, initializer_range = 0.02), norms = 1,
+     * biases = 0 */
     for (int i = 0; i < ps->n; i++) {
         qt_tensor *t = ps->params[i];
         float *w = t->data;
         int64_t n = qt_numel(t);
-        bool norm = ps->flags[i] & QT_PARAM_NO_DECAY;
+        size_t len = strlen(t->name);
+        bool bias = len > 5 && !strcmp(t->name + len - 5, ".bias");
+        bool norm = (ps->flags[i] & QT_PARAM_NO_DECAY) && !bias;
         for (int64_t j = 0; j < n; j++)
-            w[j] = norm ? 1.0f : 0.02f * qt_rand_normal(seed, ps->offset[i] + (uint64_t)j);
+            w[j] = bias ? 0.0f
+                   : norm ? 1.0f
+                          : 0.02f * qt_rand_normal(seed, ps->offset[i] + (uint64_t)j);
     }
     return QT_OK;
-fail:
-    qt_llama_free(m);
-    return QT_ERROR(QT_ENOMEM, "llama: cannot register parameters: %s", qt_error_message());
 }
 
 void qt_llama_free(qt_llama *m) {
@@ -97,22 +122,36 @@ static qt_tensor *split_heads(qt_ctx *ctx, qt_tensor *x, int64_t B, int64_t T, i
     return qt_transpose(ctx, qt_reshape(ctx, x, 4, s), 1, 2);
 }
 
+/* x @ w^T (+ b): nn.Linear, w (out, in), b (out) or NULL */
+static qt_tensor *linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b) {
+    qt_tensor *y = qt_matmul(ctx, x, w, false, true);
+    return b ? qt_add(ctx, y, b) : y;
+}
+
 qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
     const qt_llama_config *c = &m->cfg;
     if (qt_ctx_status(ctx) != QT_OK) return NULL;
     if (!ids || ids->ndim != 2 || ids->dtype != QT_I32)
         return QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: ids must be (B, T) i32");
     int64_t B = ids->shape[0], T = ids->shape[1], hd = c->dim / c->n_heads;
+    if (c->max_seq_len > 0 && T > c->max_seq_len)
+        return QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: sequence length %lld exceeds max_seq_len %d",
+                           (long long)T, c->max_seq_len);
+    if (c->sliding_window > 0 && T > c->sliding_window)
+        return QT_CTX_FAIL(ctx, QT_ENOTSUP,
+                           "llama: sequence length %lld exceeds sliding_window %d; windowed "
+                           "attention is not implemented",
+                           (long long)T, c->sliding_window);
     float eps = c->norm_eps;
     qt_tensor *x = qt_embedding(ctx, m->embed, ids);
     for (int l = 0; l < c->n_layers; l++) {
         qt_llama_layer *L = &m->layers[l];
         qt_tensor *h = qt_rmsnorm(ctx, x, L->attn_norm, eps);
-        qt_tensor *q = split_heads(ctx, qt_matmul(ctx, h, L->wq, false, true), B, T, c->n_heads, hd);
-        qt_tensor *k =
-            split_heads(ctx, qt_matmul(ctx, h, L->wk, false, true), B, T, c->n_kv_heads, hd);
-        qt_tensor *v =
-            split_heads(ctx, qt_matmul(ctx, h, L->wv, false, true), B, T, c->n_kv_heads, hd);
+        qt_tensor *q = linear(ctx, h, L->wq, L->bq), *k = linear(ctx, h, L->wk, L->bk),
+                  *v = linear(ctx, h, L->wv, L->bv);
+        q = split_heads(ctx, q, B, T, c->n_heads, hd);
+        k = split_heads(ctx, k, B, T, c->n_kv_heads, hd);
+        v = split_heads(ctx, v, B, T, c->n_kv_heads, hd);
         q = qt_rope(ctx, q, c->rope_theta, 0);
         k = qt_rope(ctx, k, c->rope_theta, 0);
         qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, q, k, v, 0.0f), 1, 2);

@@ -54,5 +54,46 @@ if "$Q" train --keys | grep -q "optimizer.lr"; then pass=$((pass + 1)); else
   echo "FAIL: train --keys does not list optimizer.lr"
 fi
 
+# a tiny end-to-end run through the CLI: train, then eval / generate / info on its checkpoint
+for i in $(seq 1 300); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
+cat >"$tmp/tiny.yaml" <<YAML
+name: tiny
+model: {dim: 32, n_layers: 1, n_heads: 2, n_kv_heads: 1, ffn_dim: 64, max_seq_len: 32}
+data: {train: $tmp/text.txt, seq_len: 32, val_fraction: 0.1}
+train: {steps: 30, batch_size: 4}
+schedule: {warmup: 5}
+output: {dir: $tmp/run, log_every: 10, eval_batches: 2, sample_tokens: 20}
+YAML
+check() { # check NAME CMD...: exit 0
+  local name=$1
+  shift
+  if "$@" >"$tmp/out.txt" 2>&1; then pass=$((pass + 1)); else
+    fail=$((fail + 1))
+    echo "FAIL: $name: $(tail -3 "$tmp/out.txt")"
+  fi
+}
+has() { # has NAME PATTERN FILE
+  if grep -q -- "$2" "$3"; then pass=$((pass + 1)); else
+    fail=$((fail + 1))
+    echo "FAIL: $1: '$2' not in $3"
+  fi
+}
+check "train tiny" "$Q" train "$tmp/tiny.yaml"
+check "checkpoint written" test -s "$tmp/run/checkpoint.h5"
+has "metrics written" '"val_ppl"' "$tmp/run/metrics.jsonl"
+check "eval" "$Q" eval "$tmp/run/checkpoint.h5" --data "$tmp/text.txt" --context 32 --stride 16
+has "eval prints perplexity" "perplexity" "$tmp/out.txt"
+check "generate" "$Q" generate "$tmp/run/checkpoint.h5" --prompt "the cat" --tokens 10
+check "info" "$Q" info "$tmp/run/checkpoint.h5"
+has "info names parameters" "model.layers.0.mlp.down_proj.weight" "$tmp/out.txt"
+check "resume" "$Q" train "$tmp/tiny.yaml" --set train.steps=40 --resume
+has "resume says so" "resumed from" "$tmp/out.txt"
+expect 2 "no checkpoint to resume from" -- train "$tmp/tiny.yaml" --set output.dir="$tmp/none" --resume
+expect 2 "--stride needs an integer" -- eval "$tmp/run/checkpoint.h5" --data "$tmp/text.txt" --stride x
+expect 2 "$tmp/text.txt: not an HDF5 file" -- eval "$tmp/text.txt" --data "$tmp/text.txt"
+expect 2 "neither a qtrain checkpoint nor a readable safetensors" -- info "$tmp/text.txt"
+head -c 3000 "$tmp/run/checkpoint.h5" >"$tmp/trunc.h5"
+expect 2 "trunc.h5" -- generate "$tmp/trunc.h5"
+
 echo "test_cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

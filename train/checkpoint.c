@@ -4,6 +4,7 @@
  * as statuses naming the file and the object.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -156,7 +157,7 @@ qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
         qt_tensor *t = ps->params[i];
         st = read_f32(path, gp, t->name, t->ndim, t->shape, t->data);
     }
-    if (st != QT_OK) goto done;
+    if (st != QT_OK || !opt) goto done;
     QT_H5_CHECK(go = H5Gopen2(f, "optimizer", H5P_DEFAULT), "%s: missing group /optimizer", path);
     int64_t n = (int64_t)opt->n;
     st = read_f32(path, go, "m", 1, &n, opt->m);
@@ -165,6 +166,36 @@ qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
 done:
     if (go >= 0) H5Gclose(go);
     if (gp >= 0) H5Gclose(gp);
+    H5Fclose(f);
+    return st;
+}
+
+qt_status qt_checkpoint_recipe(const char *path, char **text) {
+    quiet_hdf5();
+    *text = NULL;
+    if (access(path, R_OK) != 0) return QT_ERROR(QT_EIO, "%s: cannot read the file", path);
+    if (H5Fis_hdf5(path) <= 0) return QT_ERROR(QT_EFORMAT, "%s: not an HDF5 file", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return QT_ERROR(QT_EFORMAT, "%s: cannot open as HDF5 (truncated?)", path);
+    qt_status st = QT_OK;
+    hid_t a = H5Aopen(f, "recipe", H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+    size_t n = t >= 0 ? H5Tget_size(t) : 0;
+    if (a < 0 || t < 0 || H5Tget_class(t) != H5T_STRING || n == 0 || n > (64u << 20)) {
+        st = QT_ERROR(QT_EFORMAT, "%s: not a qtrain checkpoint (no recipe attribute)", path);
+    } else {
+        *text = calloc(1, n + 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n);
+        if (!*text || H5Aread(a, mt, *text) < 0) {
+            free(*text);
+            *text = NULL;
+            st = QT_ERROR(QT_EFORMAT, "%s: cannot read the recipe attribute", path);
+        }
+        H5Tclose(mt);
+    }
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
     H5Fclose(f);
     return st;
 }

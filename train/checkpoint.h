@@ -25,8 +25,11 @@ typedef struct {
 qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
                              const qt_ckpt_state *st, const char *recipe_yaml);
 /* Loads into an allocated paramset of the same parameters (names and shapes must
- * match) and an initialised optimizer of the same size. */
+ * match) and, unless opt is NULL, an initialised optimizer of the same size. */
 qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
                              qt_ckpt_state *st);
+
+/* The resolved recipe stored in a checkpoint (malloc'd YAML text, caller frees). */
+qt_status qt_checkpoint_recipe(const char *path, char **text);
 
 #endif

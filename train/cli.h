@@ -14,5 +14,8 @@ int qt_cli_exit_code(qt_status st);
 
 int qt_cmd_demo(int argc, char **argv);
 int qt_cmd_train(int argc, char **argv);
+int qt_cmd_eval(int argc, char **argv);
+int qt_cmd_generate(int argc, char **argv);
+int qt_cmd_info(int argc, char **argv);
 
 #endif

@@ -275,13 +275,6 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                     step + 1, loss, (double)lr, gnorm, tps, el);
             fflush(metrics);
         }
-        if (last || step + 1 == stop_at ||
-            (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
-            qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
-                                .seed = r->train.seed};
-            st = qt_checkpoint_save(ckpt, &model.params, &opt, &cs, recipe_text);
-            if (st != QT_OK || step + 1 == stop_at) break;
-        }
         bool eval_now = last || (r->output.eval_every && (step + 1) % r->output.eval_every == 0);
         if (eval_now && ds.n_val > 0) {
             double vl = 0.0;
@@ -304,6 +297,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                     print_sample(text);
                 free(text);
             }
+        }
+        if (last || step + 1 == stop_at ||
+            (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
+            qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
+                                .seed = r->train.seed};
+            st = qt_checkpoint_save(ckpt, &model.params, &opt, &cs, recipe_text);
+            if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
     res->seconds = now_s() - t0;

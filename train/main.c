@@ -33,10 +33,15 @@ static void usage(FILE *f) {
             "            its loss (the engine end to end; default 300 steps)\n"
             "  train RECIPE.yaml [--set key=value ...]\n"
             "            train a model as the recipe says (qtrain train --keys lists keys)\n"
+            "  eval CHECKPOINT --data FILE [--context N] [--stride S]\n"
+            "            sliding-window perplexity of a text file\n"
+            "  generate CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--seed S]\n"
+            "            sample text from a trained model\n"
+            "  info FILE what a checkpoint or safetensors file holds\n"
             "  version   print the version\n"
             "  help      this text\n"
             "\n"
-            "Quantization, export, eval and generate arrive with their issues (README.md).\n");
+            "Each command takes --help. Quantization and export arrive with their issues.\n");
 }
 
 /* Restarts the program once with OPENBLAS_CORETYPE set when OpenBLAS fell back to its
@@ -60,6 +65,9 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "demo")) return qt_cmd_demo(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return qt_cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return qt_cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return qt_cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "info")) return qt_cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("qtrain %s\n", QT_VERSION);
         return 0;

@@ -295,23 +295,20 @@ static qt_status walk(walk_ctx *w, yaml_node_t *map, const char *prefix) {
     return QT_OK;
 }
 
-qt_status qt_recipe_load(const char *path, qt_recipe *r) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open recipe: %s", path, strerror(errno));
+/* Parses from a file or, when f is NULL, from `text`; `path` names the source. */
+static qt_status load_from(const char *path, FILE *f, const char *text, qt_recipe *r) {
     yaml_parser_t parser;
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(f);
+    if (!yaml_parser_initialize(&parser))
         return QT_ERROR(QT_ENOMEM, "%s: cannot initialise the YAML parser", path);
-    }
-    yaml_parser_set_input_file(&parser, f);
+    if (f) yaml_parser_set_input_file(&parser, f);
+    else yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
     qt_status st = QT_OK;
     if (!yaml_parser_load(&parser, &doc)) {
         st = QT_ERROR(QT_EFORMAT, "%s:%zu:%zu: YAML syntax error: %s", path,
                       parser.problem_mark.line + 1, parser.problem_mark.column + 1,
                       parser.problem ? parser.problem : "unknown");
         yaml_parser_delete(&parser);
-        fclose(f);
         return st;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -322,8 +319,19 @@ qt_status qt_recipe_load(const char *path, qt_recipe *r) {
     else st = walk(&w, root, "");
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
+    return st;
+}
+
+qt_status qt_recipe_load(const char *path, qt_recipe *r) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open recipe: %s", path, strerror(errno));
+    qt_status st = load_from(path, f, NULL, r);
     fclose(f);
     return st;
+}
+
+qt_status qt_recipe_load_string(const char *name, const char *text, qt_recipe *r) {
+    return load_from(name, NULL, text, r);
 }
 
 qt_status qt_recipe_set(qt_recipe *r, const char *assignment) {

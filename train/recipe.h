@@ -56,6 +56,8 @@ void qt_recipe_defaults(qt_recipe *r);
 /* Parses a YAML file over the defaults. On error returns QT_EFORMAT/QT_EINVAL/QT_EIO
  * with "path:line:col: message" in qt_error_message(). */
 qt_status qt_recipe_load(const char *path, qt_recipe *r);
+/* The same from YAML text (a checkpoint's stored recipe); `name` is used in messages. */
+qt_status qt_recipe_load_string(const char *name, const char *text, qt_recipe *r);
 /* Applies one "a.b=value" override (from --set). */
 qt_status qt_recipe_set(qt_recipe *r, const char *assignment);
 /* Cross-key checks (seq_len <= max_seq_len, ...), after loading and overrides. */
