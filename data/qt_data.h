@@ -1,0 +1,116 @@
+/*
+ * qt_data.h - the public interface of qtrain's data module.
+ *
+ * Tokenizer: byte-level BPE (GPT-2, Llama-3, SmolLM, Qwen2 families) that reproduces the
+ * ids of HF `tokenizers` exactly. Built from a HF tokenizer.json, a GGUF's tokenizer.ggml.*
+ * metadata, or the same arrays given directly. The pipeline is HF's:
+ *   1. added tokens are cut out of the text first (leftmost-longest, whole tokens; with
+ *      lstrip/rstrip eating the whitespace beside them); special ones only when asked;
+ *      the text between them is put in NFC when the tokenizer has that normalizer (Qwen2);
+ *   2. the pieces between them are split by the pre-tokenizer (hand-written matchers of
+ *      the GPT-2, Llama-3 and Qwen2 regexes, and of Digits);
+ *   3. each piece's UTF-8 bytes are mapped to GPT-2's byte-to-unicode alphabet and BPE-
+ *      merged, lowest merge rank first (HF's model/bpe/word.rs order);
+ *   4. the post-processor's template adds BOS/EOS when asked.
+ * Text that is not valid UTF-8 is read as Python's bytes.decode("utf-8", "replace") reads
+ * it (each maximal ill-formed subpart becomes U+FFFD), so its ids are HF's ids for that
+ * decoded string; decoding then gives back EF BF BD for those bytes.
+ *
+ * A tokenizer is immutable once built: encode and decode may run on many threads at once.
+ * Errors: QT_EIO (cannot read), QT_EFORMAT (malformed file or arrays), QT_ENOTSUP
+ * (a well-formed tokenizer qtrain does not implement: WordPiece, a normalizer other than
+ * NFC, an unknown regex, ...), QT_ENOMEM; qt_error_message() names the file and what was found.
+ */
+#ifndef QT_DATA_H
+#define QT_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qt_autograd.h"
+#include "qt_formats.h" /* qt_gguf */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------------------- tokenizer ---- */
+
+typedef struct qt_tokenizer qt_tokenizer; /* opaque */
+
+/* GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
+enum {
+    QT_TOKTYPE_NORMAL = 1,
+    QT_TOKTYPE_UNKNOWN = 2,
+    QT_TOKTYPE_CONTROL = 3,      /* special: matched in text only with QT_TOK_PARSE_SPECIAL */
+    QT_TOKTYPE_USER_DEFINED = 4, /* added, not special: always matched in text as a whole */
+    QT_TOKTYPE_UNUSED = 5,
+    QT_TOKTYPE_BYTE = 6,
+};
+
+/* What a GGUF holds, to build a tokenizer from. Arrays are only read. */
+typedef struct qt_tokenizer_vocab {
+    const char *const *tokens; /* (n_tokens) in the byte-level alphabet; id = index */
+    int32_t n_tokens;
+    const char *const *merges; /* (n_merges) "left right", rank = index */
+    int32_t n_merges;
+    const int32_t *token_types; /* (n_tokens) QT_TOKTYPE_*, or NULL for all normal */
+    const char *pre;            /* tokenizer.ggml.pre: "gpt2" ("gpt-2", "default"),
+                                   "llama-bpe" ("llama3"), "smollm", "qwen2" (with NFC, as
+                                   Qwen2's tokenizer.json has it); NULL = gpt2 */
+    int32_t bos_id, eos_id;     /* -1 when absent */
+    bool add_bos, add_eos;      /* what QT_TOK_ADD_SPECIAL adds */
+} qt_tokenizer_vocab;
+
+/* Reads a HF tokenizer.json: model BPE (vocab, merges as "a b" or [a, b], ignore_merges,
+ * unk_token), added_tokens, pre_tokenizer ByteLevel or a Sequence of Split (a known
+ * regex) / Digits / ByteLevel, normalizer null or NFC, post_processor ByteLevel /
+ * TemplateProcessing / Sequence of them, decoder ByteLevel or null. On failure *out is
+ * NULL. bos/eos: the template's leading special token, else the first of
+ * <|begin_of_text|>, <s>, <|endoftext|> present; eos: <|end_of_text|>, </s>, <|endoftext|>,
+ * <|im_end|>. */
+qt_status qt_tokenizer_load_json(const char *path, qt_tokenizer **out);
+qt_status qt_tokenizer_from_vocab(const qt_tokenizer_vocab *v, qt_tokenizer **out);
+/* From a GGUF's tokenizer.ggml.* keys (model "gpt2", pre, tokens, token_type, merges,
+ * bos/eos_token_id, add_bos/add_eos_token), as llama.cpp reads them. `src` names the file
+ * in messages. A model loader that has the GGUF open passes it; load_gguf opens one. */
+qt_status qt_tokenizer_from_gguf(const qt_gguf *g, const char *src, qt_tokenizer **out);
+qt_status qt_tokenizer_load_gguf(const char *path, qt_tokenizer **out);
+void qt_tokenizer_free(qt_tokenizer *tok);
+
+/* Flags of qt_tokenizer_encode / qt_tokenizer_decode. */
+enum {
+    QT_TOK_ADD_SPECIAL = 1u << 0,   /* encode: apply the post-processor (BOS/EOS) */
+    QT_TOK_PARSE_SPECIAL = 1u << 1, /* encode: special tokens written in the text are matched
+                                       as those tokens (HF's default); without it they are
+                                       split like any text (HF's encode_special_tokens) */
+    QT_TOK_SKIP_SPECIAL = 1u << 2,  /* decode: leave special tokens out */
+};
+
+/* Encodes len bytes of text. *ids is malloc'ed (free() it; may be NULL when *n is 0).
+ * Scratch is about 8 bytes per input byte (5x that with NFC), freed before returning:
+ * feed it documents or lines, not a whole corpus at once. Measured ~20-30 MB/s of mixed
+ * text on one core (tests/test_tokenizer prints it). */
+qt_status qt_tokenizer_encode(const qt_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                              int32_t **ids, size_t *n);
+/* Decodes ids to bytes: *text is malloc'ed and NUL-terminated (free() it), *len excludes
+ * the NUL. Bytes are returned as they are, not made valid UTF-8 (a sequence cut in two
+ * by a streaming caller joins up again). An id out of range is QT_EINVAL. */
+qt_status qt_tokenizer_decode(const qt_tokenizer *tok, const int32_t *ids, size_t n, unsigned flags,
+                              char **text, size_t *len);
+
+/* Number of ids (the largest id + 1, counting added tokens). */
+int32_t qt_tokenizer_vocab_size(const qt_tokenizer *tok);
+/* The token's string as the vocab spells it (byte-level alphabet), NULL if id unused. */
+const char *qt_tokenizer_token(const qt_tokenizer *tok, int32_t id);
+/* The id of a vocab or added token string, -1 if absent. */
+int32_t qt_tokenizer_token_id(const qt_tokenizer *tok, const char *token);
+bool qt_tokenizer_is_special(const qt_tokenizer *tok, int32_t id);
+int32_t qt_tokenizer_bos(const qt_tokenizer *tok); /* -1 if none */
+int32_t qt_tokenizer_eos(const qt_tokenizer *tok); /* -1 if none */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QT_DATA_H */
