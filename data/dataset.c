@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qt_dataset.h"
+#include "qt_data.h"
 
 static void shuffle(qt_dataset *ds) {
     for (int64_t i = 0; i < ds->n_train; i++) ds->order[i] = i;

@@ -15,7 +15,7 @@
 
 #include "checkpoint.h"
 #include "loop.h"
-#include "qt_dataset.h"
+#include "qt_data.h"
 #include "qt_layers.h"
 #include "qt_train.h"
 
