@@ -1,13 +1,218 @@
 /*
- * dataset.c - byte-level text datasets: the stream, its train/validation split, the
- * per-epoch shuffle and the resumable position (see qt_dataset.h).
+ * dataset.c - training data: read text or JSONL, tokenize once (bytes or a BPE
+ * tokenizer) into a cache file, split train/validation, shuffle windows per epoch, and
+ * keep a resumable position (see qt_data.h).
+ *
+ * Cache file (little-endian): "QTTOKS01", u64 n_tokens, u64 flags (1 = has mask),
+ * u64 source size, i64 source mtime, u64 tokenizer fingerprint, u64 format, then
+ * i32 tokens[n_tokens] and, with a mask, u8 mask[n_tokens]. Any mismatch of the
+ * source or tokenizer simply retokenizes; the cache is written to a temporary file and
+ * renamed into place.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "qt_data.h"
+
+/* ---- growable token stream ----------------------------------------------------------- */
+typedef struct {
+    int32_t *tok;
+    uint8_t *mask;
+    int64_t n, cap;
+    bool masked; /* some token is masked */
+} stream;
+
+static bool stream_push(stream *s, const int32_t *ids, int64_t n, uint8_t m) {
+    if (s->n + n > s->cap) {
+        int64_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->n + n) cap *= 2;
+        int32_t *t = realloc(s->tok, (size_t)cap * sizeof *t);
+        if (!t) return false;
+        s->tok = t;
+        uint8_t *mk = realloc(s->mask, (size_t)cap);
+        if (!mk) return false;
+        s->mask = mk;
+        s->cap = cap;
+    }
+    memcpy(s->tok + s->n, ids, (size_t)n * sizeof(int32_t));
+    memset(s->mask + s->n, m, (size_t)n);
+    if (!m && n) s->masked = true;
+    s->n += n;
+    return true;
+}
+
+/* Tokenizes text and appends it; bytes when tok is NULL. */
+static qt_status push_text(stream *s, const qt_tokenizer *tok, const char *text, size_t len,
+                           unsigned flags, uint8_t m, const char *where) {
+    if (!tok) {
+        int32_t buf[512];
+        for (size_t i = 0; i < len;) {
+            size_t k = 0;
+            for (; k < 512 && i < len; k++, i++) buf[k] = (unsigned char)text[i];
+            if (!stream_push(s, buf, (int64_t)k, m)) return QT_ERROR(QT_ENOMEM, "%s: out of memory", where);
+        }
+        return QT_OK;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    qt_status st = qt_tokenizer_encode(tok, text, len, flags, &ids, &n);
+    if (st != QT_OK) return QT_ERROR(st, "%s: tokenizing failed: %s", where, qt_error_message());
+    bool ok = stream_push(s, ids, (int64_t)n, m);
+    free(ids);
+    return ok ? QT_OK : QT_ERROR(QT_ENOMEM, "%s: out of memory", where);
+}
+
+/* The end of one document: EOS for a tokenizer that has one, a newline for bytes. */
+static qt_status push_end(stream *s, const qt_tokenizer *tok, const char *where) {
+    int32_t e = tok ? qt_tokenizer_eos(tok) : '\n';
+    if (e < 0) return QT_OK;
+    if (s->n && s->tok[s->n - 1] == e) return QT_OK; /* the post-processor added it */
+    return stream_push(s, &e, 1, 1) ? QT_OK : QT_ERROR(QT_ENOMEM, "%s: out of memory", where);
+}
+
+static qt_status read_file(const char *path, char **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open training data: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return QT_ERROR(QT_EIO, "%s: not a regular file", path);
+    }
+    *buf = malloc((size_t)sb.st_size + 1);
+    if (!*buf) {
+        fclose(f);
+        return QT_ERROR(QT_ENOMEM, "%s: cannot hold %lld bytes", path, (long long)sb.st_size);
+    }
+    *len = fread(*buf, 1, (size_t)sb.st_size, f);
+    fclose(f);
+    if (*len != (size_t)sb.st_size) {
+        free(*buf);
+        return QT_ERROR(QT_EIO, "%s: short read", path);
+    }
+    (*buf)[*len] = 0;
+    return QT_OK;
+}
+
+static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const char *path, char *buf,
+                                size_t len) {
+    char where[600];
+    long line = 0;
+    for (char *p = buf, *end = buf + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *stop = nl ? nl : end;
+        line++;
+        *stop = 0;
+        char *q = p;
+        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+        snprintf(where, sizeof where, "%s:%ld", path, line);
+        if (*q) {
+            cJSON *o = cJSON_Parse(q);
+            if (!o || !cJSON_IsObject(o)) {
+                cJSON_Delete(o);
+                return QT_ERROR(QT_EFORMAT, "%s: not a JSON object", where);
+            }
+            cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
+            cJSON *prompt = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+            cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response");
+            qt_status st = QT_OK;
+            if (cJSON_IsString(text)) {
+                st = push_text(s, tok, text->valuestring, strlen(text->valuestring),
+                               QT_TOK_ADD_SPECIAL, 1, where);
+            } else if (cJSON_IsString(prompt) && cJSON_IsString(resp)) {
+                /* BOS (if any) with the prompt; the loss sees only the response and EOS */
+                st = push_text(s, tok, prompt->valuestring, strlen(prompt->valuestring),
+                               QT_TOK_ADD_SPECIAL, 0, where);
+                if (st == QT_OK && s->n && tok && qt_tokenizer_eos(tok) >= 0 &&
+                    s->tok[s->n - 1] == qt_tokenizer_eos(tok))
+                    s->n--; /* a post-processor's EOS belongs after the response */
+                if (st == QT_OK)
+                    st = push_text(s, tok, resp->valuestring, strlen(resp->valuestring), 0, 1, where);
+            } else {
+                st = QT_ERROR(QT_EFORMAT, "%s: expected a string \"text\", or strings \"prompt\" "
+                                          "and \"response\"", where);
+            }
+            cJSON_Delete(o);
+            if (st == QT_OK) st = push_end(s, tok, where);
+            if (st != QT_OK) return st;
+        }
+        p = stop + 1;
+    }
+    return QT_OK;
+}
+
+/* ---- cache ------------------------------------------------------------------------- */
+#define CACHE_MAGIC "QTTOKS01"
+
+static uint64_t fingerprint(const qt_tokenizer *tok, qt_data_format fmt) {
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)fmt; /* FNV-1a */
+    if (!tok) return h;
+    int32_t n = qt_tokenizer_vocab_size(tok);
+    for (int32_t i = 0; i < n; i++) {
+        const char *t = qt_tokenizer_token(tok, i);
+        for (const char *c = t ? t : ""; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        h = (h ^ 0xff) * 1099511628211ULL;
+    }
+    h ^= (uint64_t)(qt_tokenizer_bos(tok) + 7) * 31 + (uint64_t)(qt_tokenizer_eos(tok) + 7);
+    return h;
+}
+
+static void cache_path(char *out, size_t n, const char *dir, const char *src, uint64_t fp) {
+    const char *base = strrchr(src, '/');
+    base = base ? base + 1 : src;
+    snprintf(out, n, "%s/%s.%016llx.qtok", dir, base, (unsigned long long)fp);
+}
+
+static bool cache_load(const char *path, const struct stat *src, uint64_t fp, stream *s) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[8];
+    uint64_t h[6];
+    bool ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, CACHE_MAGIC, 8) &&
+              fread(h, sizeof h[0], 6, f) == 6 && h[2] == (uint64_t)src->st_size &&
+              (int64_t)h[3] == (int64_t)src->st_mtime && h[4] == fp && h[0] < ((uint64_t)1 << 40);
+    if (ok) {
+        s->n = s->cap = (int64_t)h[0];
+        s->tok = malloc((size_t)(s->n ? s->n : 1) * sizeof(int32_t));
+        s->mask = malloc((size_t)(s->n ? s->n : 1));
+        ok = s->tok && s->mask && fread(s->tok, sizeof(int32_t), (size_t)s->n, f) == (size_t)s->n;
+        if (ok && (h[1] & 1)) {
+            ok = fread(s->mask, 1, (size_t)s->n, f) == (size_t)s->n;
+            s->masked = true;
+        } else if (ok) {
+            memset(s->mask, 1, (size_t)s->n);
+        }
+    }
+    fclose(f);
+    if (!ok) {
+        free(s->tok);
+        free(s->mask);
+        memset(s, 0, sizeof *s);
+    }
+    return ok;
+}
+
+/* Best effort: a cache that cannot be written only costs the next run a retokenization. */
+static void cache_save(const char *path, const struct stat *src, uint64_t fp, const stream *s) {
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return;
+    uint64_t h[6] = {(uint64_t)s->n, s->masked ? 1u : 0u, (uint64_t)src->st_size,
+                     (uint64_t)(int64_t)src->st_mtime, fp, 0};
+    bool ok = fwrite(CACHE_MAGIC, 1, 8, f) == 8 && fwrite(h, sizeof h[0], 6, f) == 6 &&
+              fwrite(s->tok, sizeof(int32_t), (size_t)s->n, f) == (size_t)s->n &&
+              (!s->masked || fwrite(s->mask, 1, (size_t)s->n, f) == (size_t)s->n);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+/* ---- the dataset ------------------------------------------------------------------- */
 
 static void shuffle(qt_dataset *ds) {
     for (int64_t i = 0; i < ds->n_train; i++) ds->order[i] = i;
@@ -21,53 +226,60 @@ static void shuffle(qt_dataset *ds) {
     }
 }
 
-qt_status qt_dataset_open_bytes(qt_dataset *ds, const char *path, int64_t seq_len,
-                                float val_fraction, uint64_t seed) {
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg) {
     memset(ds, 0, sizeof *ds);
-    if (seq_len < 1) return QT_ERROR(QT_EINVAL, "%s: seq_len must be positive", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open training data: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return QT_ERROR(QT_EIO, "%s: not a regular file", path);
-    }
-    long size = ftell(f);
-    rewind(f);
-    if (size < 0) {
-        fclose(f);
-        return QT_ERROR(QT_EIO, "%s: cannot tell the file size", path);
-    }
-    unsigned char *buf = malloc((size_t)size + 1);
-    ds->tokens = malloc(((size_t)size + 1) * sizeof(int32_t));
-    if (!buf || !ds->tokens) {
+    const char *path = cfg->path;
+    if (cfg->seq_len < 1) return QT_ERROR(QT_EINVAL, "%s: seq_len must be positive", path);
+    qt_data_format fmt = cfg->format;
+    if (fmt == QT_DATA_AUTO) fmt = ends_with(path, ".jsonl") ? QT_DATA_JSONL : QT_DATA_TEXT;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return QT_ERROR(QT_EIO, "%s: cannot open training data: %s", path, strerror(errno));
+    uint64_t fp = fingerprint(cfg->tok, fmt);
+    char cpath[1100] = "";
+    stream s = {0};
+    qt_status st = QT_OK;
+    if (cfg->cache_dir) cache_path(cpath, sizeof cpath, cfg->cache_dir, path, fp);
+    if (cpath[0] && cache_load(cpath, &sb, fp, &s)) {
+        ds->from_cache = true;
+    } else {
+        char *buf = NULL;
+        size_t len = 0;
+        st = read_file(path, &buf, &len);
+        if (st != QT_OK) return st;
+        if (fmt == QT_DATA_JSONL) st = tokenize_jsonl(&s, cfg->tok, path, buf, len);
+        else st = push_text(&s, cfg->tok, buf, len, QT_TOK_ADD_SPECIAL, 1, path);
         free(buf);
-        fclose(f);
-        qt_dataset_close(ds);
-        return QT_ERROR(QT_ENOMEM, "%s: cannot hold %ld bytes", path, size);
+        if (st == QT_OK && cpath[0]) cache_save(cpath, &sb, fp, &s);
     }
-    size_t got = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        free(buf);
-        qt_dataset_close(ds);
-        return QT_ERROR(QT_EIO, "%s: short read (%zu of %ld bytes)", path, got, size);
+    if (st != QT_OK) {
+        free(s.tok);
+        free(s.mask);
+        return st;
     }
-    for (long i = 0; i < size; i++) ds->tokens[i] = buf[i];
-    free(buf);
-    ds->n_tokens = size;
-    ds->seq_len = seq_len;
-    ds->seed = seed;
+    ds->tokens = s.tok;
+    ds->mask = s.masked ? s.mask : NULL;
+    if (!s.masked) free(s.mask);
+    ds->n_tokens = s.n;
+    ds->seq_len = cfg->seq_len;
+    ds->seed = cfg->seed;
     ds->world = 1;
-    int64_t n_val_tok = (int64_t)((double)size * (double)val_fraction);
-    ds->val_start = size - n_val_tok;
-    ds->n_train = (ds->val_start - 1) / seq_len;
-    ds->n_val = n_val_tok > 0 ? (n_val_tok - 1) / seq_len : 0;
-    if (ds->n_train < 1 || (val_fraction > 0 && ds->n_val < 1)) {
+    int64_t n_val_tok = (int64_t)((double)s.n * (double)cfg->val_fraction);
+    ds->val_start = s.n - n_val_tok;
+    ds->n_train = ds->val_start > 0 ? (ds->val_start - 1) / cfg->seq_len : 0;
+    ds->n_val = n_val_tok > 0 ? (n_val_tok - 1) / cfg->seq_len : 0;
+    if (ds->n_train < 1 || (cfg->val_fraction > 0 && ds->n_val < 1)) {
         qt_dataset_close(ds);
         return QT_ERROR(QT_EINVAL,
-                        "%s: %ld bytes is too little text for one training window and one "
+                        "%s: %lld tokens is too little for one training window and one "
                         "validation window of %lld tokens (val_fraction %g)",
-                        path, size, (long long)seq_len + 1, (double)val_fraction);
+                        path, (long long)s.n, (long long)cfg->seq_len + 1,
+                        (double)cfg->val_fraction);
     }
     ds->order = malloc((size_t)ds->n_train * sizeof(int64_t));
     if (!ds->order) {
@@ -78,8 +290,16 @@ qt_status qt_dataset_open_bytes(qt_dataset *ds, const char *path, int64_t seq_le
     return QT_OK;
 }
 
+qt_status qt_dataset_open_bytes(qt_dataset *ds, const char *path, int64_t seq_len,
+                                float val_fraction, uint64_t seed) {
+    qt_dataset_config c = {.path = path, .format = QT_DATA_TEXT, .seq_len = seq_len,
+                           .val_fraction = val_fraction, .seed = seed};
+    return qt_dataset_open(ds, &c);
+}
+
 void qt_dataset_close(qt_dataset *ds) {
     free(ds->tokens);
+    free(ds->mask);
     free(ds->order);
     memset(ds, 0, sizeof *ds);
 }
@@ -97,7 +317,10 @@ qt_status qt_dataset_shard(qt_dataset *ds, int rank, int world) {
 
 static void window(const qt_dataset *ds, int64_t start, int32_t *ids, int32_t *targets) {
     memcpy(ids, ds->tokens + start, (size_t)ds->seq_len * sizeof(int32_t));
-    memcpy(targets, ds->tokens + start + 1, (size_t)ds->seq_len * sizeof(int32_t));
+    for (int64_t j = 0; j < ds->seq_len; j++) {
+        int64_t p = start + 1 + j;
+        targets[j] = ds->mask && !ds->mask[p] ? -100 : ds->tokens[p];
+    }
 }
 
 void qt_dataset_next(qt_dataset *ds, int64_t B, int32_t *ids, int32_t *targets) {

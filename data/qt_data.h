@@ -118,6 +118,7 @@ int32_t qt_tokenizer_eos(const qt_tokenizer *tok); /* -1 if none */
  * by restoring it. With world > 1, rank r takes every world-th window of the order. */
 typedef struct {
     int32_t *tokens;     /* (n_tokens) the whole stream */
+    uint8_t *mask;       /* (n_tokens) 0 = never a target (a prompt token); NULL = all count */
     int64_t n_tokens;
     int64_t seq_len;
     int64_t n_train;     /* training windows */
@@ -127,10 +128,31 @@ typedef struct {
     int64_t *order;      /* (n_train) this epoch's window order */
     int64_t epoch, pos;  /* resumable position: next index into order */
     int rank, world;
+    bool from_cache;     /* the tokens came from a cache file */
 } qt_dataset;
 
-/* Reads a UTF-8 text file as bytes (one token per byte, vocab 256). Errors name the
- * file: missing, unreadable, or too short for one training and one validation window. */
+typedef enum {
+    QT_DATA_AUTO,  /* by extension: .jsonl -> JSONL, anything else -> text */
+    QT_DATA_TEXT,  /* one document: the whole file */
+    QT_DATA_JSONL, /* one JSON object per line: {"text": ...} or {"prompt": ..., "response": ...} */
+} qt_data_format;
+
+typedef struct {
+    const char *path;
+    qt_data_format format;
+    const qt_tokenizer *tok; /* NULL: bytes, one token per byte (vocab 256) */
+    int64_t seq_len;
+    float val_fraction;
+    uint64_t seed;
+    const char *cache_dir;   /* tokenize once into a cache file here; NULL = no cache */
+} qt_dataset_config;
+
+/* Tokenizes (or loads from the cache) and splits. Documents are joined as they come:
+ * a tokenizer's BOS/EOS mark their bounds (bytes: a newline ends each JSONL record).
+ * For prompt/response records the prompt's tokens are masked out of the loss. Errors
+ * name the file (and line, for JSONL): missing, unreadable, malformed, too short. */
+qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg);
+/* Shorthand: a text file as bytes, no cache. */
 qt_status qt_dataset_open_bytes(qt_dataset *ds, const char *path, int64_t seq_len,
                                 float val_fraction, uint64_t seed);
 void qt_dataset_close(qt_dataset *ds);
