@@ -104,4 +104,29 @@ static inline int64_t qt_rows(const qt_tensor *t) {
     return d ? qt_numel(t) / d : 0;
 }
 
+
+/* expf that GCC can vectorize (libm's expf is an opaque call): Cephes' range reduction
+ * 2^n * exp(r), |r| <= ln2/2, degree-6 polynomial; rel. error ~2 ulp. Overflow -> inf,
+ * underflow -> 0 (denormal results are flushed), NaN propagates. */
+static inline float qt_expf(float x) {
+    float xc = x < -87.33654f ? -87.33654f : (x > 88.3762626647949f ? 88.3762626647949f : x);
+    float t = xc * 1.44269504088896341f + 12582912.0f; /* round(x log2 e) via 1.5*2^23 */
+    union { float f; int32_t i; } u = {t}, sc;
+    float fn = t - 12582912.0f;
+    int32_t n = u.i - 0x4B400000;
+    float r = xc - fn * 0.693359375f - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    sc.i = (n + 127) << 23;
+    float y = p * sc.f;
+    y = x > 88.72283935546875f ? __builtin_inff() : y;
+    y = x < -87.33654f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
 #endif /* QT_AUTOGRAD_INTERNAL_H */

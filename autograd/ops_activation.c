@@ -13,7 +13,7 @@
 
 #define PAR_IF(N) if ((N) > 16384)
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + qt_expf(-x)); }
 
 /* ---- silu ---- */
 static qt_status silu_fwd_cpu(qt_ctx *ctx, qt_node *n) {
@@ -92,14 +92,27 @@ static qt_status swiglu_fwd_cpu(qt_ctx *ctx, qt_node *n) {
 }
 
 static qt_status swiglu_bwd_cpu(qt_ctx *ctx, qt_node *n) {
-    const float *g = qt_f32(n->in[0]), *u = qt_f32(n->in[1]), *dy = n->out->grad;
-    float *dg = n->in[0]->grad, *du = n->in[1]->grad;
+    const float *restrict g = qt_f32(n->in[0]), *restrict u = qt_f32(n->in[1]);
+    const float *restrict dy = n->out->grad;
+    float *restrict dg = n->in[0]->grad, *restrict du = n->in[1]->grad;
     int64_t N = qt_numel(n->out);
+    /* branch-free loops (one per case) so that they vectorize */
+    if (dg && du) {
 #pragma omp parallel for schedule(static) PAR_IF(N)
-    for (int64_t i = 0; i < N; i++) {
-        float s = sigmoidf(g[i]);
-        if (dg) dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-        if (du) du[i] += dy[i] * g[i] * s;
+        for (int64_t i = 0; i < N; i++) {
+            float s = sigmoidf(g[i]);
+            dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+            du[i] += dy[i] * g[i] * s;
+        }
+    } else if (dg) {
+#pragma omp parallel for schedule(static) PAR_IF(N)
+        for (int64_t i = 0; i < N; i++) {
+            float s = sigmoidf(g[i]);
+            dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        }
+    } else if (du) {
+#pragma omp parallel for schedule(static) PAR_IF(N)
+        for (int64_t i = 0; i < N; i++) du[i] += dy[i] * g[i] * sigmoidf(g[i]);
     }
     return QT_OK;
 }

@@ -46,15 +46,24 @@ static void masked_softmax(float *S, int64_t nb, int64_t kv, int64_t i0, int64_t
         float l;
         if (!have_lse) {
             float mx = -INFINITY;
-            for (int64_t j = 0; j < lim; j++) mx = fmaxf(mx, s[j]);
-            double sum = 0.0;
-            for (int64_t j = 0; j < lim; j++) sum += expf(s[j] - mx);
-            l = mx + (float)log(sum);
-            lse[r] = l;
-        } else {
-            l = lse[r];
+#pragma omp simd reduction(max : mx)
+            for (int64_t j = 0; j < lim; j++) mx = s[j] > mx ? s[j] : mx;
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < lim; j++) {
+                s[j] = qt_expf(s[j] - mx);
+                sum += s[j];
+            }
+            lse[r] = mx + logf(sum);
+            float inv = 1.0f / sum;
+#pragma omp simd
+            for (int64_t j = 0; j < lim; j++) s[j] *= inv;
+            for (int64_t j = lim; j < kv; j++) s[j] = 0.0f;
+            continue;
         }
-        for (int64_t j = 0; j < lim; j++) s[j] = expf(s[j] - l);
+        l = lse[r];
+#pragma omp simd
+        for (int64_t j = 0; j < lim; j++) s[j] = qt_expf(s[j] - l);
         for (int64_t j = lim; j < kv; j++) s[j] = 0.0f;
     }
 }

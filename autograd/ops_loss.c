@@ -35,9 +35,11 @@ static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     for (int64_t r = 0; r < N; r++) {
         const float *x = L + r * V;
         float mx = -INFINITY;
-        for (int64_t v = 0; v < V; v++) mx = fmaxf(mx, x[v]);
+#pragma omp simd reduction(max : mx)
+        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
         double s = 0.0;
-        for (int64_t v = 0; v < V; v++) s += expf(x[v] - mx);
+#pragma omp simd reduction(+ : s)
+        for (int64_t v = 0; v < V; v++) s += qt_expf(x[v] - mx);
         lse[r] = mx + (float)log(s);
         if (t[r] != ignore) total += (double)lse[r] - x[t[r]];
     }
@@ -60,7 +62,9 @@ static qt_status ce_bwd_cpu(qt_ctx *ctx, qt_node *n) {
         if (t[r] == ignore) continue;
         const float *x = L + r * V;
         float *d = dL + r * V;
-        for (int64_t v = 0; v < V; v++) d[v] += g * expf(x[v] - lse[r]);
+        float l = lse[r];
+#pragma omp simd
+        for (int64_t v = 0; v < V; v++) d[v] += g * qt_expf(x[v] - l);
         d[t[r]] -= g;
     }
     return QT_OK;

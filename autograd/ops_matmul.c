@@ -8,6 +8,7 @@
  * back through the transposes; beta = 1 makes every GEMM accumulate into the grads.
  */
 #include <cblas.h>
+#include <omp.h>
 
 #include "internal.h"
 
@@ -18,6 +19,12 @@ void qt_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
                 beta, C, (blasint)ldc);
+}
+
+/* Batches of small GEMMs run one per thread (OpenBLAS' OpenMP build then runs each
+ * single-threaded) instead of each GEMM being split over all threads. */
+static bool par_batch(int64_t batch, int64_t M, int64_t N, int64_t K) {
+    return batch > 1 && batch >= omp_get_max_threads() && M * N * K <= ((int64_t)1 << 26);
 }
 
 /* attrs: i[0] ta, i[1] tb, i[2] M, i[3] N, i[4] K, i[5] batch; u = B shared (2-D) */
@@ -41,6 +48,7 @@ static qt_status matmul_fwd_cpu(qt_ctx *ctx, qt_node *n) {
         qt_sgemm(false, d.tb, d.M * d.batch, d.N, d.K, 1.0f, A, lda, B, ldb, 0.0f, C, d.N);
         return QT_OK;
     }
+#pragma omp parallel for schedule(static) if (par_batch(d.batch, d.M, d.N, d.K))
     for (int64_t b = 0; b < d.batch; b++)
         qt_sgemm(d.ta, d.tb, d.M, d.N, d.K, 1.0f, A + b * d.M * d.K, lda,
                  B + (d.shared ? 0 : b * d.K * d.N), ldb, 0.0f, C + b * d.M * d.N, d.N);
@@ -60,6 +68,7 @@ static qt_status matmul_bwd_cpu(qt_ctx *ctx, qt_node *n) {
             qt_sgemm(false, !d.tb, d.M * d.batch, d.K, d.N, 1.0f, dC, d.N, B, ldb, 1.0f, dA,
                      lda);
         } else {
+#pragma omp parallel for schedule(static) if (par_batch(d.batch, d.M, d.N, d.K))
             for (int64_t b = 0; b < d.batch; b++) {
                 const float *Bb = B + (d.shared ? 0 : b * d.K * d.N);
                 const float *dCb = dC + b * d.M * d.N;
@@ -83,6 +92,7 @@ static qt_status matmul_bwd_cpu(qt_ctx *ctx, qt_node *n) {
                 qt_sgemm(true, false, d.N, d.K, d.M * d.batch, 1.0f, dC, d.N, A, lda, 1.0f, dB,
                          ldb);
         } else {
+#pragma omp parallel for schedule(static) if (!d.shared && par_batch(d.batch, d.M, d.N, d.K))
             for (int64_t b = 0; b < d.batch; b++) {
                 const float *Ab = A + b * d.M * d.K;
                 const float *dCb = dC + b * d.M * d.N;
