@@ -29,6 +29,7 @@ typedef struct {
 } stream;
 
 static bool stream_push(stream *s, const int32_t *ids, int64_t n, uint8_t m) {
+    if (n == 0) return true;
     if (s->n + n > s->cap) {
         int64_t cap = s->cap ? s->cap : 4096;
         while (cap < s->n + n) cap *= 2;
@@ -199,6 +200,7 @@ static bool cache_load(const char *path, const struct stat *src, uint64_t fp, st
 
 /* Best effort: a cache that cannot be written only costs the next run a retokenization. */
 static void cache_save(const char *path, const struct stat *src, uint64_t fp, const stream *s) {
+    if (s->n == 0) return; /* nothing worth caching; the open fails anyway */
     char tmp[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");

@@ -1151,42 +1151,6 @@ qt_status qt_gguf_writer_add_tensor(qt_gguf_writer *w, const char *name, qt_ggml
     return QT_OK;
 }
 
-static qt_status qt_gguf_write_all(int fd, const void *src, size_t n, const char *path) {
-    const unsigned char *p = src;
-    while (n > 0) {
-        size_t chunk = n < (1u << 30) ? n : (1u << 30);
-        ssize_t k = write(fd, p, chunk);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return QT_ERROR(QT_EIO, "%s: write failed: %s", path, strerror(errno));
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return QT_OK;
-}
-
-/* Best effort: makes the rename durable (some filesystems refuse fsync on a directory;
- * the file is complete and in place already). */
-static void qt_gguf_sync_dir(const char *path) {
-    char *dir = qt_gguf_strndup((const unsigned char *)path, strlen(path));
-    if (!dir)
-        return;
-    char *slash = strrchr(dir, '/');
-    const char *d = ".";
-    if (slash) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        d = dir;
-    }
-    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 qt_status qt_gguf_writer_write(const qt_gguf_writer *w, const char *path) {
     if (!w || !path)
         return QT_ERROR(QT_EINVAL, "gguf_writer_write: %s is NULL", w ? "path" : "writer");
@@ -1229,60 +1193,20 @@ qt_status qt_gguf_writer_write(const qt_gguf_writer *w, const char *path) {
         return s;
     }
 
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    int fd = -1;
-    bool created = false;
-    if (!tmp) {
-        s = QT_ERROR(QT_ENOMEM, "gguf_writer_write %s: cannot allocate a path", path);
-        goto fail;
-    }
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        s = QT_ERROR(QT_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    created = true;
-    if ((s = qt_gguf_write_all(fd, h.p, h.len, tmp)) != QT_OK)
-        goto fail;
-    for (int64_t i = 0; i < w->n_t; i++) {
+    /* writes are sticky: after a failure the rest are no-ops and commit reports it */
+    qt_atomic_file f;
+    qt_atomic_file_open(&f, path);
+    qt_atomic_file_write(&f, h.p, h.len);
+    for (int64_t i = 0; i < w->n_t && f.status == QT_OK; i++) {
         const qt_gguf_wtensor *t = &w->t[i];
-        if ((s = qt_gguf_write_all(fd, t->data, t->nbytes, tmp)) != QT_OK)
-            goto fail;
-        uint64_t pad = (a - t->nbytes % a) % a;
-        while (pad > 0) {
+        qt_atomic_file_write(&f, t->data, t->nbytes);
+        for (uint64_t pad = (a - t->nbytes % a) % a; pad > 0;) {
             size_t k = pad < sizeof zeros ? (size_t)pad : sizeof zeros;
-            if ((s = qt_gguf_write_all(fd, zeros, k, tmp)) != QT_OK)
-                goto fail;
+            qt_atomic_file_write(&f, zeros, k);
             pad -= k;
         }
     }
-    if (fsync(fd) != 0) {
-        s = QT_ERROR(QT_EIO, "%s: fsync failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        s = QT_ERROR(QT_EIO, "%s: close failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        s = QT_ERROR(QT_EIO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    qt_gguf_sync_dir(path);
-    free(tmp);
-    free(h.p);
-    return QT_OK;
-
-fail:
-    if (fd >= 0)
-        close(fd);
-    if (created)
-        unlink(tmp);
-    free(tmp);
+    s = qt_atomic_file_commit(&f);
     free(h.p);
     return s;
 }

@@ -15,6 +15,9 @@
  *
  * GGUF (ggml's gguf.cpp, docs/gguf.md): reader with the same rigor, the ggml block types
  * and their dequantizers, and a writer; see the GGUF section below.
+ *
+ * Both writers go through qt_atomic_file (last section), which any other writer of a
+ * whole file may use too.
  */
 #ifndef QT_FORMATS_H
 #define QT_FORMATS_H
@@ -258,6 +261,41 @@ qt_status qt_gguf_writer_add_tensor(qt_gguf_writer *w, const char *name, qt_ggml
                                     size_t nbytes);
 /* On failure the temporary is removed and path is untouched. */
 qt_status qt_gguf_writer_write(const qt_gguf_writer *w, const char *path);
+
+/* ------------------------------------------------------------- atomic file ---- */
+
+/* A file written to a temporary next to its final path and renamed into place only when
+ * complete, so readers never see a half-written file: open creates <path>.tmp.<pid>;
+ * write appends (all bytes, retrying EINTR and short writes); commit fsyncs, closes,
+ * renames over path and fsyncs the directory (best effort); abort closes and unlinks
+ * the temporary. On any failure the temporary is removed and path is untouched.
+ *
+ *     qt_atomic_file f;
+ *     qt_atomic_file_open(&f, path);
+ *     qt_atomic_file_write(&f, hdr, n_hdr);
+ *     qt_atomic_file_write(&f, data, n_data);
+ *     qt_status s = qt_atomic_file_commit(&f); // the first failure, if any
+ *
+ * Errors are QT_EIO naming the path or the temporary and the errno text (QT_ENOMEM,
+ * QT_EINVAL for NULL arguments, QT_ESTATE for a write or commit after the end). They are
+ * sticky, a failed open's included: after the first failure write returns that status
+ * without writing and commit aborts and returns it, leaving qt_error_message() as the
+ * first failure set it (unless the caller's own calls in between replaced it), so
+ * callers may check once, at commit. A failed open owns nothing; after commit or abort
+ * f owns nothing and abort may be called again (also on a zeroed struct). One
+ * qt_atomic_file per path per process at a time: the temporary is named by pid. */
+typedef struct qt_atomic_file {
+    int fd;           /* of the temporary; -1 when none is open */
+    char *tmp;        /* "<path>.tmp.<pid>"; NULL when no temporary is ours */
+    char *path;       /* copy of the final path */
+    qt_status status; /* the first failure, QT_OK until then */
+} qt_atomic_file;
+
+qt_status qt_atomic_file_open(qt_atomic_file *f, const char *path);
+qt_status qt_atomic_file_write(qt_atomic_file *f, const void *buf, size_t n);
+/* On success the file is at path; on failure as abort. Either way f owns nothing after. */
+qt_status qt_atomic_file_commit(qt_atomic_file *f);
+void qt_atomic_file_abort(qt_atomic_file *f);
 
 #ifdef __cplusplus
 }

@@ -733,22 +733,6 @@ static void qt_st_put_json_str(qt_st_buf *b, const char *s) {
     qt_st_put(b, "\"", 1);
 }
 
-static qt_status qt_st_write_all(int fd, const void *src, size_t n, const char *path) {
-    const unsigned char *p = src;
-    while (n > 0) {
-        size_t chunk = n < (1u << 30) ? n : (1u << 30);
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return QT_ERROR(QT_EIO, "%s: write failed: %s", path, strerror(errno));
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return QT_OK;
-}
-
 /* Arguments a reader of the result would refuse are QT_EINVAL here, before any file
  * is touched. */
 static qt_status qt_st_check_args(const char *path, const qt_st_tensor *tensors, int n,
@@ -874,26 +858,6 @@ static qt_status qt_st_build_header(const char *path, qt_st_buf *b,
     return QT_OK;
 }
 
-/* Best effort: makes the rename durable. The file is complete and in place already,
- * and some filesystems refuse fsync on a directory, so a failure here is not reported. */
-static void qt_st_sync_dir(const char *path) {
-    char *dir = qt_st_strdup(path);
-    if (!dir)
-        return;
-    char *slash = strrchr(dir, '/');
-    const char *d = ".";
-    if (slash) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        d = dir;
-    }
-    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 qt_status qt_safetensors_write(const char *path, const qt_st_tensor *tensors, int n,
                                const char *const *meta, int n_meta) {
     if (!path)
@@ -903,61 +867,22 @@ qt_status qt_safetensors_write(const char *path, const qt_st_tensor *tensors, in
         return s;
 
     qt_st_buf hdr = {0};
-    char *tmp = NULL;
-    int fd = -1;
-    bool created = false; /* tmp exists and is ours to remove */
-    if ((s = qt_st_build_header(path, &hdr, tensors, n, meta, n_meta)) != QT_OK)
-        goto fail;
-
-    size_t tmp_len = strlen(path) + 32;
-    tmp = malloc(tmp_len);
-    if (!tmp) {
-        s = QT_ERROR(QT_ENOMEM, "safetensors_write %s: cannot allocate a path", path);
-        goto fail;
+    if ((s = qt_st_build_header(path, &hdr, tensors, n, meta, n_meta)) != QT_OK) {
+        free(hdr.p);
+        return s;
     }
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        s = QT_ERROR(QT_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    created = true;
-
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
-    if ((s = qt_st_write_all(fd, len8, 8, tmp)) != QT_OK ||
-        (s = qt_st_write_all(fd, hdr.p, hdr.len, tmp)) != QT_OK)
-        goto fail;
-    for (int i = 0; i < n; i++)
-        if (tensors[i].nbytes &&
-            (s = qt_st_write_all(fd, tensors[i].data, tensors[i].nbytes, tmp)) != QT_OK)
-            goto fail;
-    if (fsync(fd) != 0) {
-        s = QT_ERROR(QT_EIO, "%s: fsync failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        s = QT_ERROR(QT_EIO, "%s: close failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        s = QT_ERROR(QT_EIO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    qt_st_sync_dir(path);
-    free(tmp);
-    free(hdr.p);
-    return QT_OK;
 
-fail:
-    if (fd >= 0)
-        close(fd);
-    if (created)
-        unlink(tmp);
-    free(tmp);
+    /* writes are sticky: after a failure the rest are no-ops and commit reports it */
+    qt_atomic_file f;
+    qt_atomic_file_open(&f, path);
+    qt_atomic_file_write(&f, len8, 8);
+    qt_atomic_file_write(&f, hdr.p, hdr.len);
+    for (int i = 0; i < n && f.status == QT_OK; i++)
+        qt_atomic_file_write(&f, tensors[i].data, tensors[i].nbytes);
+    s = qt_atomic_file_commit(&f);
     free(hdr.p);
     return s;
 }

@@ -11,13 +11,22 @@
  *   - every truncation of valid files, and a few hundred random mutations (this test
  *     also runs under AddressSanitizer + UBSan: any out-of-bounds read shows up there);
  *   - writer errors: bad arguments (QT_EINVAL, nothing written), a missing directory
- *     and a failing rename (QT_EIO, no file or temporary left behind).
+ *     and a failing rename (QT_EIO, no file or temporary left behind);
+ *   - qt_atomic_file (formats/atomic_file.c), which both format writers use: commit
+ *     writes the bytes and replaces an old file, abort leaves nothing, open in a missing
+ *     directory and a failing write (RLIMIT_FSIZE) are sticky QT_EIO naming the path and
+ *     the errno text, and no temporary is ever left behind.
  *
  * Prints a line per failed check and exits non-zero if any failed.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -723,12 +732,145 @@ static void test_write_errors(void) {
     rmdir(dir);
 }
 
+/* ------------------------------------------------------------ atomic file ---- */
+
+/* Entries of dir whose name holds ".tmp." (a temporary left behind). */
+static int count_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    return n;
+}
+
+static bool file_is(const char *path, const void *want, size_t n) {
+    size_t got_n = 0;
+    unsigned char *got = slurp(path, &got_n);
+    bool same = got && got_n == n && memcmp(got, want, n) == 0;
+    free(got);
+    return same;
+}
+
+static void test_atomic_file(void) {
+    char dir[] = "/tmp/qt_af_dir_XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+    char path[256], tmp[300];
+    snprintf(path, sizeof path, "%s/out.bin", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+
+    /* commit: the bytes of every write, in order, appear at path only at commit */
+    qt_atomic_file f;
+    qt_status s = qt_atomic_file_open(&f, path);
+    CHECK(s == QT_OK, "open: %s", qt_error_message());
+    CHECK(exists(tmp) && !exists(path), "open: expected only the temporary %s", tmp);
+    CHECK(qt_atomic_file_write(&f, "hello, ", 7) == QT_OK, "write 1: %s", qt_error_message());
+    CHECK(qt_atomic_file_write(&f, NULL, 0) == QT_OK, "write of 0 bytes from NULL");
+    CHECK(qt_atomic_file_write(&f, "world", 5) == QT_OK, "write 2: %s", qt_error_message());
+    CHECK(!exists(path), "path exists before commit");
+    s = qt_atomic_file_commit(&f);
+    CHECK(s == QT_OK, "commit: %s", qt_error_message());
+    CHECK(file_is(path, "hello, world", 12), "commit: %s does not hold the bytes written",
+          path);
+    CHECK(!exists(tmp), "commit: temporary %s left behind", tmp);
+    CHECK(f.tmp == NULL && f.path == NULL && f.fd == -1, "commit: f still owns something");
+    CHECK(qt_atomic_file_commit(&f) == QT_ESTATE, "a second commit is not QT_ESTATE");
+    qt_atomic_file_abort(&f); /* harmless after commit */
+    CHECK(file_is(path, "hello, world", 12), "abort after commit touched %s", path);
+
+    /* commit over an existing, longer file replaces it whole */
+    qt_atomic_file_open(&f, path);
+    qt_atomic_file_write(&f, "bye", 3);
+    s = qt_atomic_file_commit(&f);
+    CHECK(s == QT_OK && file_is(path, "bye", 3), "commit over an old file: %s (%s)",
+          status_name(s), qt_error_message());
+
+    /* abort: the temporary goes, the old file stays as it was */
+    s = qt_atomic_file_open(&f, path);
+    CHECK(s == QT_OK, "open for abort: %s", qt_error_message());
+    qt_atomic_file_write(&f, "not this", 8);
+    qt_atomic_file_abort(&f);
+    CHECK(!exists(tmp), "abort: temporary %s left behind", tmp);
+    CHECK(file_is(path, "bye", 3), "abort changed %s", path);
+    qt_atomic_file_abort(&f); /* twice is harmless */
+    s = qt_atomic_file_write(&f, "x", 1);
+    CHECK(s == QT_ESTATE, "write after abort: status %s, expected QT_ESTATE", status_name(s));
+    unlink(path);
+
+    /* abort before anything was written: nothing at all is left */
+    char fresh[256];
+    snprintf(fresh, sizeof fresh, "%s/never.bin", dir);
+    qt_atomic_file_open(&f, fresh);
+    qt_atomic_file_abort(&f);
+    CHECK(!exists(fresh), "abort: %s exists", fresh);
+
+    /* a zeroed struct owns nothing: abort must not close fd 0 */
+    qt_atomic_file z = {0};
+    qt_atomic_file_abort(&z);
+    CHECK(fcntl(0, F_GETFD) != -1 || errno != EBADF, "abort of a zeroed struct closed fd 0");
+    CHECK(qt_atomic_file_commit(&z) == QT_ESTATE, "commit of a zeroed struct");
+
+    /* open in a missing directory: QT_EIO naming the path and the errno text; sticky */
+    char missing[256];
+    snprintf(missing, sizeof missing, "%s/no_such_dir/out.bin", dir);
+    s = qt_atomic_file_open(&f, missing);
+    CHECK(s == QT_EIO, "missing directory: status %s, expected QT_EIO", status_name(s));
+    CHECK(strstr(qt_error_message(), missing) != NULL, "missing directory: message lacks "
+          "the path: %s", qt_error_message());
+    CHECK(strstr(qt_error_message(), strerror(ENOENT)) != NULL, "missing directory: message "
+          "lacks \"%s\": %s", strerror(ENOENT), qt_error_message());
+    CHECK(f.status == QT_EIO && f.tmp == NULL && f.fd == -1, "failed open: f not reset");
+    CHECK(qt_atomic_file_write(&f, "x", 1) == QT_EIO, "write after a failed open");
+    CHECK(qt_atomic_file_commit(&f) == QT_EIO, "commit after a failed open");
+    CHECK(strstr(qt_error_message(), missing) != NULL, "commit replaced the open's message: "
+          "%s", qt_error_message());
+
+    /* a failing write (the file size limit: first a short write, then EFBIG) is sticky,
+     * and commit reports it and removes the temporary */
+    struct rlimit old_lim;
+    if (getrlimit(RLIMIT_FSIZE, &old_lim) == 0) {
+        void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+        struct rlimit lim = old_lim;
+        lim.rlim_cur = 4;
+        s = qt_atomic_file_open(&f, path);
+        CHECK(s == QT_OK, "open for the size limit: %s", qt_error_message());
+        if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
+            s = qt_atomic_file_write(&f, "0123456789abcdef", 16);
+            setrlimit(RLIMIT_FSIZE, &old_lim);
+            CHECK(s == QT_EIO, "write past the size limit: status %s, expected QT_EIO",
+                  status_name(s));
+            CHECK(strstr(qt_error_message(), tmp) != NULL &&
+                  strstr(qt_error_message(), strerror(EFBIG)) != NULL,
+                  "write past the size limit: message lacks the temporary or \"%s\": %s",
+                  strerror(EFBIG), qt_error_message());
+            CHECK(qt_atomic_file_write(&f, "x", 1) == QT_EIO, "write error is not sticky");
+            CHECK(qt_atomic_file_commit(&f) == QT_EIO, "commit after a failed write");
+            CHECK(!exists(path) && !exists(tmp), "failed write: a file was left behind");
+        } else {
+            qt_atomic_file_abort(&f);
+        }
+        signal(SIGXFSZ, old_sig);
+    }
+
+    CHECK(qt_atomic_file_open(NULL, path) == QT_EINVAL, "open of a NULL file");
+    CHECK(qt_atomic_file_open(&f, NULL) == QT_EINVAL && f.tmp == NULL, "open of a NULL path");
+    CHECK(count_temporaries(dir) == 0, "temporaries left in %s", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     test_round_trip();
     test_reference();
     test_malformed();
     test_corruption();
     test_write_errors();
+    test_atomic_file();
     printf("test_safetensors: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
