@@ -317,6 +317,10 @@ const char *qt_blas_corename(void);
  * OPENBLAS_CORETYPE is unset and the fallback was taken on a CPU that can do better, or
  * NULL when nothing should change (an explicit OPENBLAS_CORETYPE is always kept). */
 const char *qt_blas_better_coretype(void);
+/* For a program's main() only: when qt_blas_better_coretype() names a family, restart
+ * the program (execv of /proc/self/exe with the same argv) with OPENBLAS_CORETYPE set.
+ * Returns when nothing needs to change or the restart is impossible. */
+void qt_blas_reexec_if_slow(char **argv);
 /* Threads the CPU kernels use (OpenMP and OpenBLAS together). */
 void qt_set_num_threads(int n);
 int qt_get_num_threads(void);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -231,6 +232,15 @@ const char *qt_blas_better_coretype(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
 #endif
     return NULL;
+}
+
+void qt_blas_reexec_if_slow(char **argv) {
+    const char *core = qt_blas_better_coretype();
+    if (!core || getenv("QT_BLAS_REEXEC")) return; /* once: never loop */
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    setenv("QT_BLAS_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the slower kernels */
 }
 
 void qt_set_num_threads(int n) {

@@ -286,6 +286,7 @@ static bool parse_int(const char *s, int lo, int *out) {
 }
 
 int main(int argc, char **argv) {
+    qt_blas_reexec_if_slow(argv); /* OpenBLAS kernels for this CPU, as qtrain does */
     int threads = 0, reps = 20, warmup = 3;
     bool json = false;
     const char *only = NULL;

@@ -9,7 +9,8 @@
  * Parameters are registered under the names transformers uses
  * (model.layers.N.self_attn.q_proj.weight, transformer.h.N.attn.c_attn.weight, ...) and
  * in its layouts, so a checkpoint maps one to one onto a qt_paramset, with no renaming
- * and no transposes. GGUF loading comes with the GGUF issue.
+ * and no transposes. GGUF files (llama.cpp's layout) load into the same model, see
+ * qt_model_load_gguf.
  */
 #ifndef QT_LAYERS_H
 #define QT_LAYERS_H
@@ -156,6 +157,19 @@ qt_paramset *qt_model_params(qt_model *m);
 qt_status qt_llama_save_hf(const qt_llama *m, const char *dir, qt_dtype dtype);
 qt_status qt_gpt2_save_hf(const qt_gpt2 *m, const char *dir, qt_dtype dtype);
 qt_status qt_model_save_hf(const qt_model *m, const char *dir, qt_dtype dtype);
+
+/* ------------------------------------------------------------- GGUF files ---- */
+
+/* Loads a GGUF file (gguf_load.c) of general.architecture "llama" or "qwen2" (q/k/v
+ * bias) into a QT_ARCH_LLAMA model: config from <arch>.* metadata, tensors token_embd,
+ * output_norm, output (absent = tied) and blk.N.* dequantized to f32 from any type
+ * qt_ggml_dequantize reads (F32, F16, BF16, Q4_0..Q8_0, Q2_K..Q6_K). For "llama" the
+ * q/k row permutation of llama.cpp's converter is undone, so the weights are in HF's
+ * layout and logits match the HF checkpoint the file was made from. hf_arch is "".
+ * Strict as qt_model_load_hf: on failure *m is zeroed and the message names the file
+ * and the key or tensor; unsupported features (other architectures, MoE, scaled RoPE,
+ * a head size other than dim / n_heads) are QT_ENOTSUP. Free with qt_model_free. */
+qt_status qt_model_load_gguf(qt_model *m, const char *path);
 
 #ifdef __cplusplus
 }

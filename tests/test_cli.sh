@@ -91,9 +91,16 @@ has "resume says so" "resumed from" "$tmp/out.txt"
 expect 2 "no checkpoint to resume from" -- train "$tmp/tiny.yaml" --set output.dir="$tmp/none" --resume
 expect 2 "--stride needs an integer" -- eval "$tmp/run/checkpoint.h5" --data "$tmp/text.txt" --stride x
 expect 2 "$tmp/text.txt: not an HDF5 file" -- eval "$tmp/text.txt" --data "$tmp/text.txt"
-expect 2 "neither a qtrain checkpoint nor a readable safetensors" -- info "$tmp/text.txt"
+expect 2 "is not a qtrain checkpoint, GGUF or readable safetensors" -- info "$tmp/text.txt"
+check "info on a GGUF" "$Q" info "$(dirname "$0")/fixtures/gguf_reference.gguf"
+has "info lists GGUF metadata" "general.architecture\|tensors" "$tmp/out.txt"
 head -c 3000 "$tmp/run/checkpoint.h5" >"$tmp/trunc.h5"
 expect 2 "trunc.h5" -- generate "$tmp/trunc.h5"
+
+# every shipped recipe is valid (recipes/ sits next to tests/)
+for r in "$(dirname "$0")"/../recipes/*.yaml; do
+  check "recipe $(basename "$r") validates" "$Q" train "$r" --check
+done
 
 echo "test_cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

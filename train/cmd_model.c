@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "cli.h"
@@ -15,26 +16,56 @@
 #include "qt_formats.h"
 #include "recipe.h"
 
-/* Rebuilds the model a checkpoint was trained as (from its stored recipe) and loads
- * its weights. */
-static qt_status load_trained(const char *path, qt_recipe *r, qt_llama *m, qt_ckpt_state *cs) {
+/* A trained model as a checkpoint describes it. */
+typedef struct {
+    qt_recipe r;       /* the recipe it was trained with */
+    qt_model m;
+    qt_tokenizer *tok; /* NULL: bytes */
+    qt_ckpt_state cs;
+} trained;
+
+/* A qtrain checkpoint: rebuilds the model it was trained as (from its stored recipe:
+ * new, or model.from), loads its weights and its tokenizer. An HF directory or a GGUF
+ * file: loads the pretrained model and its tokenizer. On failure prints the reason for
+ * `cmd` and returns the exit code; 0 on success (free with trained_free). */
+static int load_trained(const char *cmd, const char *path, trained *t) {
+    memset(t, 0, sizeof *t);
+    struct stat sb;
+    size_t pl = strlen(path);
+    if ((stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || (pl > 5 && !strcmp(path + pl - 5, ".gguf"))) {
+        /* a pretrained model as it is: an HF directory or a GGUF file, its own tokenizer */
+        qt_recipe_defaults(&t->r);
+        snprintf(t->r.model.from, sizeof t->r.model.from, "%s", path);
+        snprintf(t->r.data.tokenizer, sizeof t->r.data.tokenizer, "model");
+        snprintf(t->r.name, sizeof t->r.name, "pretrained");
+        qt_status st = qt_recipe_model(&t->r, &t->m, &t->tok);
+        if (st == QT_OK) return 0;
+        fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+        return qt_cli_exit_code(st);
+    }
     char *text = NULL;
     qt_status st = qt_checkpoint_recipe(path, &text);
-    if (st != QT_OK) return st;
-    qt_recipe_defaults(r);
-    st = qt_recipe_load_string(path, text, r);
+    qt_recipe_defaults(&t->r);
+    if (st == QT_OK) st = qt_recipe_load_string(path, text, &t->r);
     free(text);
-    if (st != QT_OK) return st;
-    qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
-                           .n_layers = r->model.n_layers, .n_heads = r->model.n_heads,
-                           .n_kv_heads = r->model.n_kv_heads, .ffn_dim = r->model.ffn_dim,
-                           .rope_theta = r->model.rope_theta, .norm_eps = r->model.norm_eps,
-                           .tied_embeddings = r->model.tied_embeddings};
-    st = qt_llama_init(m, &cfg, 0);
-    if (st != QT_OK) return st;
-    st = qt_checkpoint_load(path, &m->params, NULL, cs);
-    if (st != QT_OK) qt_llama_free(m);
-    return st;
+    if (st == QT_OK) st = qt_recipe_model(&t->r, &t->m, &t->tok);
+    if (st == QT_OK) {
+        st = qt_checkpoint_load(path, qt_model_params(&t->m), NULL, &t->cs);
+        if (st != QT_OK) {
+            qt_model_free(&t->m);
+            qt_tokenizer_free(t->tok);
+            t->tok = NULL;
+        }
+    }
+    if (st == QT_OK) return 0;
+    fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+    return qt_cli_exit_code(st);
+}
+
+static void trained_free(trained *t) {
+    qt_model_free(&t->m);
+    qt_tokenizer_free(t->tok);
+    t->tok = NULL;
 }
 
 static bool parse_flag_long(const char *cmd, const char *flag, const char *v, long lo, long *out) {
@@ -60,7 +91,7 @@ static bool parse_flag_float(const char *cmd, const char *flag, const char *v, f
 /* Sliding-window perplexity (the method of HF's perplexity guide): windows of `ctx`
  * tokens start every `stride` tokens; each scores only the tokens the previous window
  * did not, with all the context before them that fits. */
-static qt_status perplexity(qt_llama *m, const unsigned char *text, long n, long ctxlen,
+static qt_status perplexity(qt_model *m, const int32_t *text, long n, long ctxlen,
                             long stride, double *ppl, double *nll_out, long *count_out) {
     qt_ctx *ctx = qt_ctx_new();
     int32_t *ids = malloc((size_t)ctxlen * sizeof(int32_t)), *tg = malloc((size_t)ctxlen * sizeof(int32_t));
@@ -87,7 +118,7 @@ static qt_status perplexity(qt_llama *m, const unsigned char *text, long n, long
         int64_t shape[2] = {1, L};
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
         qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tg);
-        qt_tensor *l = qt_cross_entropy(ctx, qt_llama_forward(ctx, m, x), y, -100);
+        qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, m, x), y, -100);
         if (!l) {
             st = QT_ERROR(qt_ctx_status(ctx), "eval: %s", qt_ctx_error(ctx));
             break;
@@ -111,7 +142,8 @@ int qt_cmd_eval(int argc, char **argv) {
     long context = 0, stride = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: qtrain eval CHECKPOINT.h5 --data FILE [--context N] [--stride S]\n"
+            printf("usage: qtrain eval MODEL --data FILE [--context N] [--stride S]\n"
+                   "  MODEL: a qtrain checkpoint (.h5), an HF directory or a GGUF file\n"
                    "  perplexity per token of FILE by sliding windows of N tokens (default the\n"
                    "  model's max_seq_len) advancing S tokens (default N/2)\n");
             return 0;
@@ -131,23 +163,19 @@ int qt_cmd_eval(int argc, char **argv) {
         }
     }
     if (!model || !data) {
-        fprintf(stderr, "usage: qtrain eval CHECKPOINT.h5 --data FILE [--context N] [--stride S]\n");
+        fprintf(stderr, "usage: qtrain eval MODEL --data FILE [--context N] [--stride S]\n");
         return 2;
     }
-    qt_recipe r;
-    qt_llama m;
-    qt_ckpt_state cs;
-    qt_status st = load_trained(model, &r, &m, &cs);
-    if (st != QT_OK) {
-        fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
-        return qt_cli_exit_code(st);
-    }
-    if (!context) context = r.model.max_seq_len;
+    trained t;
+    int rc = load_trained("eval", model, &t);
+    if (rc) return rc;
+    qt_status st = QT_OK;
+    if (!context) context = qt_model_context(&t.m);
     if (!stride) stride = context / 2 ? context / 2 : 1;
     if (stride > context) {
         fprintf(stderr, "qtrain eval: --stride (%ld) must not exceed --context (%ld)\n", stride,
                 context);
-        qt_llama_free(&m);
+        trained_free(&t);
         return 2;
     }
     FILE *f = fopen(data, "rb");
@@ -163,20 +191,32 @@ int qt_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "qtrain eval: %s: %s\n", data,
                 !f ? strerror(errno) : n < 2 ? "needs at least 2 bytes of text" : "cannot read");
         free(text);
-        qt_llama_free(&m);
+        trained_free(&t);
         return 2;
     }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (t.tok) {
+        st = qt_tokenizer_encode(t.tok, (const char *)text, (size_t)n, QT_TOK_ADD_SPECIAL, &ids, &n_ids);
+    } else {
+        ids = malloc((size_t)n * sizeof(int32_t));
+        if (ids) for (long i = 0; i < n; i++) ids[i] = text[i];
+        else st = QT_ERROR(QT_ENOMEM, "eval: out of memory");
+        n_ids = (size_t)n;
+    }
+    free(text);
     double ppl = 0, nll = 0;
     long count = 0;
-    st = perplexity(&m, text, n, context, stride, &ppl, &nll, &count);
-    free(text);
-    qt_llama_free(&m);
+    if (st == QT_OK && n_ids < 2) st = QT_ERROR(QT_EINVAL, "%s: fewer than 2 tokens", data);
+    if (st == QT_OK) st = perplexity(&t.m, ids, (long)n_ids, context, stride, &ppl, &nll, &count);
+    free(ids);
+    trained_free(&t);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
         return qt_cli_exit_code(st);
     }
-    printf("qtrain eval: %s on %s: %ld tokens (bytes), context %ld, stride %ld: loss %.4f, "
-           "perplexity %.4f\n", model, data, count, context, stride, nll / (double)count, ppl);
+    printf("qtrain eval: %s on %s: %ld tokens (%s), context %ld, stride %ld: loss %.4f, "
+           "perplexity %.4f\n", model, data, count, t.r.data.tokenizer, context, stride, nll / (double)count, ppl);
     return 0;
 }
 
@@ -186,7 +226,7 @@ int qt_cmd_generate(int argc, char **argv) {
     float temperature = 0.8f;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: qtrain generate CHECKPOINT.h5 [--prompt TEXT] [--tokens N] "
+            printf("usage: qtrain generate MODEL [--prompt TEXT] [--tokens N] "
                    "[--temperature T] [--seed S]\n");
             return 0;
         }
@@ -208,23 +248,17 @@ int qt_cmd_generate(int argc, char **argv) {
         }
     }
     if (!model) {
-        fprintf(stderr, "usage: qtrain generate CHECKPOINT.h5 [--prompt TEXT] [--tokens N]\n");
+        fprintf(stderr, "usage: qtrain generate MODEL [--prompt TEXT] [--tokens N]\n");
         return 2;
     }
-    qt_recipe r;
-    qt_llama m;
-    qt_ckpt_state cs;
-    qt_status st = load_trained(model, &r, &m, &cs);
-    if (st != QT_OK) {
-        fprintf(stderr, "qtrain generate: %s\n", qt_error_message());
-        return qt_cli_exit_code(st);
-    }
-    size_t cap = strlen(prompt) + (size_t)tokens + 2;
-    char *out = malloc(cap);
+    trained t;
+    int rc = load_trained("generate", model, &t);
+    if (rc) return rc;
+    char *out = NULL;
     qt_ctx *ctx = qt_ctx_new();
-    st = out && ctx ? qt_generate_bytes(ctx, &m, prompt, (int)tokens, r.model.max_seq_len,
-                                        temperature, (uint64_t)seed, out, cap)
-                    : QT_ERROR(QT_ENOMEM, "out of memory");
+    qt_status st = ctx ? qt_generate(ctx, &t.m, t.tok, prompt, (int)tokens, qt_model_context(&t.m),
+                                     temperature, (uint64_t)seed, &out)
+                       : QT_ERROR(QT_ENOMEM, "out of memory");
     if (st == QT_OK) {
         fwrite(out, 1, strlen(out), stdout);
         putchar('\n');
@@ -233,13 +267,76 @@ int qt_cmd_generate(int argc, char **argv) {
     }
     free(out);
     qt_ctx_free(ctx);
-    qt_llama_free(&m);
+    trained_free(&t);
     return qt_cli_exit_code(st);
+}
+
+/* One metadata value, short: scalars as they are, arrays as type and length. */
+static void print_gguf_value(const qt_gguf *g, int64_t i) {
+    const char *k = qt_gguf_key_at(g, i);
+    union {
+        uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
+        uint64_t u64; int64_t i64; float f32; double f64; bool b;
+    } v;
+    switch (qt_gguf_kv_type(g, i)) {
+    case QT_GGUF_U8: qt_gguf_get_u8(g, k, &v.u8); printf("%u", v.u8); break;
+    case QT_GGUF_I8: qt_gguf_get_i8(g, k, &v.i8); printf("%d", v.i8); break;
+    case QT_GGUF_U16: qt_gguf_get_u16(g, k, &v.u16); printf("%u", v.u16); break;
+    case QT_GGUF_I16: qt_gguf_get_i16(g, k, &v.i16); printf("%d", v.i16); break;
+    case QT_GGUF_U32: qt_gguf_get_u32(g, k, &v.u32); printf("%u", v.u32); break;
+    case QT_GGUF_I32: qt_gguf_get_i32(g, k, &v.i32); printf("%d", v.i32); break;
+    case QT_GGUF_U64: qt_gguf_get_u64(g, k, &v.u64); printf("%llu", (unsigned long long)v.u64); break;
+    case QT_GGUF_I64: qt_gguf_get_i64(g, k, &v.i64); printf("%lld", (long long)v.i64); break;
+    case QT_GGUF_F32: qt_gguf_get_f32(g, k, &v.f32); printf("%g", (double)v.f32); break;
+    case QT_GGUF_F64: qt_gguf_get_f64(g, k, &v.f64); printf("%g", v.f64); break;
+    case QT_GGUF_BOOL: qt_gguf_get_bool(g, k, &v.b); printf("%s", v.b ? "true" : "false"); break;
+    case QT_GGUF_STRING: {
+        const char *str = NULL;
+        size_t len = 0;
+        qt_gguf_get_str(g, k, &str, &len);
+        printf("\"%.*s%s\"", len > 60 ? 60 : (int)len, str, len > 60 ? "..." : "");
+        break;
+    }
+    case QT_GGUF_ARRAY: {
+        qt_gguf_type et;
+        uint64_t n = 0;
+        qt_gguf_get_arr(g, k, &et, &n, NULL);
+        printf("[%s x %llu]", qt_gguf_type_name(et), (unsigned long long)n);
+        break;
+    }
+    default: printf("?");
+    }
+}
+
+static int info_gguf(const char *path) {
+    qt_gguf *g = NULL;
+    if (qt_gguf_open(path, &g) != QT_OK) {
+        fprintf(stderr, "qtrain info: %s\n", qt_error_message());
+        return 2;
+    }
+    int64_t nt = qt_gguf_tensor_count(g);
+    size_t bytes = 0;
+    for (int64_t i = 0; i < nt; i++) bytes += qt_gguf_tensor_at(g, i)->nbytes;
+    printf("%s: GGUF v%u, %lld metadata keys, %lld tensors, %zu bytes of tensor data\n", path,
+           qt_gguf_version(g), (long long)qt_gguf_kv_count(g), (long long)nt, bytes);
+    for (int64_t i = 0; i < qt_gguf_kv_count(g); i++) {
+        printf("  %-44s ", qt_gguf_key_at(g, i));
+        print_gguf_value(g, i);
+        printf("\n");
+    }
+    for (int64_t i = 0; i < nt; i++) {
+        const qt_gguf_tensor *t = qt_gguf_tensor_at(g, i);
+        printf("  %-44s %-5s [", t->name, qt_ggml_type_name(t->type));
+        for (int d = 0; d < t->n_dims; d++) printf(d ? ", %lld" : "%lld", (long long)t->ne[d]);
+        printf("]\n");
+    }
+    qt_gguf_close(g);
+    return 0;
 }
 
 int qt_cmd_info(int argc, char **argv) {
     if (argc != 1 || argv[0][0] == '-') {
-        fprintf(stderr, "usage: qtrain info FILE   (a qtrain checkpoint or a safetensors file)\n");
+        fprintf(stderr, "usage: qtrain info FILE   (a qtrain checkpoint, a GGUF or a safetensors file)\n");
         return argc == 1 && !strcmp(argv[0], "--help") ? 0 : 2;
     }
     const char *path = argv[0];
@@ -252,31 +349,30 @@ int qt_cmd_info(int argc, char **argv) {
     size_t got = fread(magic, 1, 8, f);
     fclose(f);
     if (got == 8 && !memcmp(magic, "\x89HDF\r\n\x1a\n", 8)) {
-        qt_recipe r;
-        qt_llama m;
-        qt_ckpt_state cs;
-        qt_status st = load_trained(path, &r, &m, &cs);
-        if (st != QT_OK) {
-            fprintf(stderr, "qtrain info: %s\n", qt_error_message());
-            return qt_cli_exit_code(st);
-        }
+        trained t;
+        int rc = load_trained("info", path, &t);
+        if (rc) return rc;
+        const qt_recipe *rp = &t.r;
         printf("%s: qtrain checkpoint of run \"%s\" after %ld steps (data epoch %ld, seed %ld)\n",
-               path, r.name, cs.step, cs.data_epoch, cs.seed);
-        printf("  model: llama, %d layers, dim %d, %d heads (%d kv), ffn %d, vocab %d, "
-               "%zu parameters\n", r.model.n_layers, r.model.dim, r.model.n_heads,
-               r.model.n_kv_heads, r.model.ffn_dim, r.model.vocab_size, m.params.n_total);
-        for (int i = 0; i < m.params.n; i++) {
+               path, rp->name, t.cs.step, t.cs.data_epoch, t.cs.seed);
+        qt_paramset *ps = qt_model_params(&t.m);
+        if (rp->model.from[0]) printf("  model: fine-tuned from %s", rp->model.from);
+        else printf("  model: llama, %d layers, dim %d, %d heads (%d kv), ffn %d, vocab %d",
+                    rp->model.n_layers, rp->model.dim, rp->model.n_heads, rp->model.n_kv_heads,
+                    rp->model.ffn_dim, rp->model.vocab_size);
+        printf(", %zu parameters; tokenizer %s\n", ps->n_total, rp->data.tokenizer);
+        for (int i = 0; i < ps->n; i++) {
             char b[64];
-            printf("  %-48s %s\n", m.params.params[i]->name,
-                   qt_shape_str(m.params.params[i], b, sizeof b));
+            printf("  %-48s %s\n", ps->params[i]->name, qt_shape_str(ps->params[i], b, sizeof b));
         }
-        qt_llama_free(&m);
+        trained_free(&t);
         return 0;
     }
+    if (got >= 4 && !memcmp(magic, "GGUF", 4)) return info_gguf(path);
     qt_safetensors *st = NULL;
     qt_status s = qt_safetensors_open(path, &st);
     if (s != QT_OK) {
-        fprintf(stderr, "qtrain info: %s is neither a qtrain checkpoint nor a readable "
+        fprintf(stderr, "qtrain info: %s is not a qtrain checkpoint, GGUF or readable "
                         "safetensors file: %s\n", path, qt_error_message());
         return 2;
     }

@@ -10,8 +10,9 @@
 #include "recipe.h"
 
 static void train_usage(FILE *f) {
-    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume]\n"
+    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume] [--check]\n"
                "       --resume continues from OUTPUT.DIR/checkpoint.h5 exactly where it stopped\n"
+               "       --check  validates the recipe and prints it resolved, without training\n"
                "       qtrain train --keys      every recipe key, its type, default and meaning\n");
 }
 
@@ -43,7 +44,7 @@ int qt_cmd_train(int argc, char **argv) {
     }
     const char *path = argv[0];
     qt_recipe r;
-    bool resume = false;
+    bool resume = false, check = false;
     qt_recipe_defaults(&r);
     qt_status st = qt_recipe_load(path, &r);
     for (int i = 1; st == QT_OK && i < argc; i++) {
@@ -51,6 +52,8 @@ int qt_cmd_train(int argc, char **argv) {
             st = qt_recipe_set(&r, argv[++i]);
         } else if (!strcmp(argv[i], "--resume")) {
             resume = true;
+        } else if (!strcmp(argv[i], "--check")) {
+            check = true;
         } else {
             fprintf(stderr, "qtrain train: unexpected argument '%s'\n", argv[i]);
             train_usage(stderr);
@@ -61,6 +64,10 @@ int qt_cmd_train(int argc, char **argv) {
     if (st != QT_OK) {
         fprintf(stderr, "qtrain train: %s\n", qt_error_message());
         return qt_cli_exit_code(st);
+    }
+    if (check) { /* validate only: print the resolved recipe */
+        qt_recipe_write(stdout, &r);
+        return 0;
     }
     qt_train_result res = {0};
     qt_train_opts opts = {.resume = resume};

@@ -52,7 +52,7 @@ static qt_status make_dirs(const char *path) {
 }
 
 /* Mean validation loss over eval_batches micro-batches, grad mode off. */
-static qt_status evaluate(qt_ctx *ctx, qt_llama *m, const qt_dataset *ds, int64_t B,
+static qt_status evaluate(qt_ctx *ctx, qt_model *m, const qt_dataset *ds, int64_t B,
                           int batches, int32_t *ids, int32_t *tgt, double *loss_out) {
     int64_t shape[2] = {B, ds->seq_len};
     double total = 0.0;
@@ -62,7 +62,7 @@ static qt_status evaluate(qt_ctx *ctx, qt_llama *m, const qt_dataset *ds, int64_
         qt_dataset_val(ds, (int64_t)i * B, B, ids, tgt);
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
         qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
-        qt_tensor *l = qt_cross_entropy(ctx, qt_llama_forward(ctx, m, x), y, -100);
+        qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, m, x), y, -100);
         if (!l) {
             qt_ctx_set_grad_enabled(ctx, prev);
             return QT_ERROR(qt_ctx_status(ctx), "eval: %s", qt_ctx_error(ctx));
@@ -74,38 +74,66 @@ static qt_status evaluate(qt_ctx *ctx, qt_llama *m, const qt_dataset *ds, int64_
     return QT_OK;
 }
 
-qt_status qt_generate_bytes(qt_ctx *ctx, qt_llama *m, const char *prompt, int n_new,
-                            int max_ctx, float temperature, uint64_t seed, char *out,
-                            size_t out_size) {
-    size_t plen = strlen(prompt);
-    size_t cap = plen + (size_t)n_new;
-    int32_t *toks = malloc((cap ? cap : 1) * sizeof(int32_t));
-    if (!toks) return QT_ERROR(QT_ENOMEM, "generate: out of memory");
+int qt_model_context(const qt_model *m) {
+    int n = m->arch == QT_ARCH_GPT2 ? m->gpt2.cfg.n_positions : m->llama.cfg.max_seq_len;
+    if (m->arch == QT_ARCH_LLAMA && m->llama.cfg.sliding_window &&
+        (n == 0 || m->llama.cfg.sliding_window < n))
+        n = m->llama.cfg.sliding_window;
+    return n > 0 ? n : 2048;
+}
+
+static int model_vocab(const qt_model *m) {
+    return m->arch == QT_ARCH_GPT2 ? m->gpt2.cfg.vocab_size : m->llama.cfg.vocab_size;
+}
+
+qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const char *prompt,
+                      int n_new, int max_ctx, float temperature, uint64_t seed, char **out) {
+    *out = NULL;
+    int32_t *p = NULL;
+    size_t plen = 0;
+    if (tok) {
+        qt_status st = qt_tokenizer_encode(tok, prompt, strlen(prompt), QT_TOK_ADD_SPECIAL, &p, &plen);
+        if (st != QT_OK) return st;
+    }
+    size_t cap = (tok ? plen : strlen(prompt)) + (size_t)n_new + 1;
+    int32_t *toks = malloc(cap * sizeof(int32_t));
+    if (!toks) {
+        free(p);
+        return QT_ERROR(QT_ENOMEM, "generate: out of memory");
+    }
     size_t n = 0;
-    for (size_t i = 0; i < plen; i++) toks[n++] = (unsigned char)prompt[i];
-    if (n == 0) toks[n++] = '\n';
+    if (tok) {
+        memcpy(toks, p, plen * sizeof(int32_t));
+        n = plen;
+    } else {
+        for (const char *c = prompt; *c; c++) toks[n++] = (unsigned char)*c;
+    }
+    free(p);
+    size_t n_prompt = n;
+    if (n == 0) toks[n++] = tok && qt_tokenizer_bos(tok) >= 0 ? qt_tokenizer_bos(tok) : '\n';
     bool prev = qt_ctx_set_grad_enabled(ctx, false);
     qt_status st = QT_OK;
-    int V = m->cfg.vocab_size;
+    int V = model_vocab(m), Vs = tok ? V : (V < 256 ? V : 256); /* bytes: sample bytes only */
+    int32_t eos = tok ? qt_tokenizer_eos(tok) : -1;
     for (int k = 0; k < n_new; k++) {
         size_t start = n > (size_t)max_ctx ? n - (size_t)max_ctx : 0;
         int64_t shape[2] = {1, (int64_t)(n - start)};
         qt_ctx_reset(ctx);
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, toks + start);
-        qt_tensor *lg = qt_llama_forward(ctx, m, x);
+        qt_tensor *lg = qt_model_forward(ctx, m, x);
         if (!lg) {
             st = QT_ERROR(qt_ctx_status(ctx), "generate: %s", qt_ctx_error(ctx));
             break;
         }
         const float *last = (const float *)lg->data + (shape[1] - 1) * V;
-        /* sample from softmax(logits / T), restricted to bytes */
+        /* sample from softmax(logits / T) */
         float mx = -INFINITY;
-        for (int v = 0; v < 256 && v < V; v++) mx = fmaxf(mx, last[v]);
+        for (int v = 0; v < Vs; v++) mx = fmaxf(mx, last[v]);
         double z = 0.0;
-        for (int v = 0; v < 256 && v < V; v++) z += exp((last[v] - mx) / temperature);
+        for (int v = 0; v < Vs; v++) z += exp((last[v] - mx) / temperature);
         double u = qt_rand_uniform(seed, (uint64_t)k) * z, acc = 0.0;
-        int pick = 0;
-        for (int v = 0; v < 256 && v < V; v++) {
+        int pick = Vs - 1;
+        for (int v = 0; v < Vs; v++) {
             acc += exp((last[v] - mx) / temperature);
             if (acc >= u) {
                 pick = v;
@@ -113,12 +141,71 @@ qt_status qt_generate_bytes(qt_ctx *ctx, qt_llama *m, const char *prompt, int n_
             }
         }
         toks[n++] = pick;
+        if (pick == eos) break;
     }
     qt_ctx_set_grad_enabled(ctx, prev);
-    size_t w = 0;
-    for (size_t i = 0; i < n && w + 1 < out_size; i++) out[w++] = (char)toks[i];
-    out[w] = 0;
+    if (st == QT_OK) {
+        if (tok) {
+            size_t len;
+            st = qt_tokenizer_decode(tok, toks, n, QT_TOK_SKIP_SPECIAL, out, &len);
+        } else {
+            *out = malloc(n + 1);
+            if (!*out) st = QT_ERROR(QT_ENOMEM, "generate: out of memory");
+            else {
+                for (size_t i = 0; i < n; i++) (*out)[i] = (char)toks[i];
+                (*out)[n] = 0;
+            }
+        }
+    }
+    (void)n_prompt;
     free(toks);
+    return st;
+}
+
+qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
+    memset(m, 0, sizeof *m);
+    *tok = NULL;
+    const char *from = r->model.from;
+    size_t fl = strlen(from);
+    bool gguf = fl > 5 && !strcmp(from + fl - 5, ".gguf");
+    qt_status st;
+    if (from[0]) {
+        st = gguf ? qt_model_load_gguf(m, from) : qt_model_load_hf(m, from);
+    } else {
+        qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
+                               .n_layers = r->model.n_layers, .n_heads = r->model.n_heads,
+                               .n_kv_heads = r->model.n_kv_heads, .ffn_dim = r->model.ffn_dim,
+                               .max_seq_len = r->model.max_seq_len,
+                               .rope_theta = r->model.rope_theta, .norm_eps = r->model.norm_eps,
+                               .tied_embeddings = r->model.tied_embeddings};
+        m->arch = QT_ARCH_LLAMA;
+        st = qt_llama_init(&m->llama, &cfg, (uint64_t)r->train.seed);
+    }
+    if (st != QT_OK) return st;
+    const char *tk = r->data.tokenizer;
+    if (!strcmp(tk, "bytes")) {
+        if (model_vocab(m) < 256)
+            st = QT_ERROR(QT_EINVAL, "data.tokenizer bytes needs a vocabulary of >= 256, the "
+                                     "model has %d", model_vocab(m));
+    } else if (!strcmp(tk, "model")) {
+        char path[QT_PATH_MAX + 32];
+        if (!from[0]) st = QT_ERROR(QT_EINVAL, "data.tokenizer \"model\" needs model.from");
+        else if (gguf) st = qt_tokenizer_load_gguf(from, tok);
+        else {
+            snprintf(path, sizeof path, "%s/tokenizer.json", from);
+            st = qt_tokenizer_load_json(path, tok);
+        }
+    } else {
+        st = qt_tokenizer_load_json(tk, tok);
+    }
+    if (st == QT_OK && *tok && qt_tokenizer_vocab_size(*tok) > model_vocab(m))
+        st = QT_ERROR(QT_EINVAL, "the tokenizer has %d ids, more than the model's vocabulary of %d",
+                      qt_tokenizer_vocab_size(*tok), model_vocab(m));
+    if (st != QT_OK) {
+        qt_tokenizer_free(*tok);
+        *tok = NULL;
+        qt_model_free(m);
+    }
     return st;
 }
 
@@ -144,26 +231,30 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     res->weights = weights;
     res->max_weights = max_weights;
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
-    qt_dataset ds;
-    qt_status st = qt_dataset_open_bytes(&ds, r->data.train, r->data.seq_len,
-                                         r->data.val_fraction, (uint64_t)r->train.seed);
+    qt_model model;
+    qt_tokenizer *tok = NULL;
+    qt_status st = qt_recipe_model(r, &model, &tok);
     if (st != QT_OK) return st;
-    qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
-                           .n_layers = r->model.n_layers, .n_heads = r->model.n_heads,
-                           .n_kv_heads = r->model.n_kv_heads, .ffn_dim = r->model.ffn_dim,
-                           .rope_theta = r->model.rope_theta, .norm_eps = r->model.norm_eps,
-                           .tied_embeddings = r->model.tied_embeddings};
-    qt_llama model;
-    st = qt_llama_init(&model, &cfg, (uint64_t)r->train.seed);
+    qt_paramset *ps = qt_model_params(&model);
+    st = make_dirs(r->output.dir);
+    qt_dataset ds = {0};
+    qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL
+                         : !strcmp(r->data.format, "text") ? QT_DATA_TEXT
+                                                           : QT_DATA_AUTO;
+    qt_dataset_config dc = {.path = r->data.train, .format = fmt, .tok = tok,
+                            .seq_len = r->data.seq_len, .val_fraction = r->data.val_fraction,
+                            .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir};
+    if (st == QT_OK) st = qt_dataset_open(&ds, &dc);
     if (st != QT_OK) {
-        qt_dataset_close(&ds);
+        qt_tokenizer_free(tok);
+        qt_model_free(&model);
         return st;
     }
     qt_adamw opt;
     qt_adamw_config oc = {.lr = r->optimizer.lr, .beta1 = r->optimizer.betas[0],
                           .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
                           .weight_decay = r->optimizer.weight_decay};
-    st = qt_adamw_init(&opt, &model.params, oc);
+    st = qt_adamw_init(&opt, ps, oc);
     qt_ctx *ctx = st == QT_OK ? qt_ctx_new() : NULL;
     int64_t B = r->train.batch_size, T = r->data.seq_len;
     int32_t *ids = malloc((size_t)(B * T) * sizeof(int32_t));
@@ -171,7 +262,6 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     FILE *metrics = NULL;
     char path[QT_PATH_MAX + 32];
     if (st == QT_OK && (!ctx || !ids || !tgt)) st = QT_ERROR(QT_ENOMEM, "train: out of memory");
-    if (st == QT_OK) st = make_dirs(r->output.dir);
     if (st == QT_OK) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", r->output.dir);
         metrics = fopen(path, "w");
@@ -184,11 +274,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_recipe_write(f, r);
             fclose(f);
         }
-        printf("qtrain train %s: Llama %d layers, dim %d, %d/%d heads, %.2fM parameters; "
-               "%lld train / %lld val windows of %lld bytes; batch %lld x %d accum; %d threads\n",
-               r->name, cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads,
-               (double)model.params.n_total / 1e6, (long long)ds.n_train, (long long)ds.n_val,
-               (long long)T, (long long)B, r->train.grad_accum, qt_get_num_threads());
+        printf("qtrain train %s: %s%s%s, %.2fM parameters; %lld tokens%s (%s), %lld train / %lld "
+               "val windows of %lld; batch %lld x %d accum; %d threads\n",
+               r->name, model.arch == QT_ARCH_GPT2 ? "GPT-2" : "Llama",
+               r->model.from[0] ? " from " : " (new)", r->model.from, (double)ps->n_total / 1e6,
+               (long long)ds.n_tokens, ds.from_cache ? " from cache" : "", r->data.tokenizer,
+               (long long)ds.n_train, (long long)ds.n_val, (long long)T, (long long)B,
+               r->train.grad_accum, qt_get_num_threads());
         fflush(stdout);
     }
 
@@ -204,7 +296,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     long start = 0;
     if (st == QT_OK && resume) {
         qt_ckpt_state cs;
-        st = qt_checkpoint_load(ckpt, &model.params, &opt, &cs);
+        st = qt_checkpoint_load(ckpt, ps, &opt, &cs);
         if (st == QT_OK && cs.seed != r->train.seed)
             st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
                           ckpt, cs.seed, r->train.seed);
@@ -227,7 +319,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_dataset_next(&ds, B, ids, tgt);
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
             qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
-            qt_tensor *l = qt_cross_entropy(ctx, qt_llama_forward(ctx, &model, x), y, -100);
+            qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, &model, x), y, -100);
             l = qt_scale(ctx, l, 1.0f / (float)r->train.grad_accum);
             if (!l) st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
             else st = qt_backward(ctx, l);
@@ -236,15 +328,15 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
         if (st != QT_OK) break;
         double sq = 0.0;
-        for (size_t i = 0; i < model.params.n_grad; i++)
-            sq += (double)model.params.grad[i] * model.params.grad[i];
+        for (size_t i = 0; i < ps->n_grad; i++)
+            sq += (double)ps->grad[i] * ps->grad[i];
         double gnorm = sqrt(sq);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             bad_run++;
             res->skipped_steps++;
             printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n", step,
                    loss, gnorm, bad_run);
-            qt_paramset_zero_grad(&model.params);
+            qt_paramset_zero_grad(ps);
             if (bad_run >= r->train.max_bad_steps)
                 st = QT_ERROR(QT_ENUMERIC, "training diverged: %d non-finite steps in a row "
                                            "(train.max_bad_steps); lower optimizer.lr?", bad_run);
@@ -253,10 +345,10 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         bad_run = 0;
         if (r->train.grad_clip > 0 && gnorm > r->train.grad_clip) {
             float s = (float)(r->train.grad_clip / gnorm);
-            for (size_t i = 0; i < model.params.n_grad; i++) model.params.grad[i] *= s;
+            for (size_t i = 0; i < ps->n_grad; i++) ps->grad[i] *= s;
         }
-        qt_adamw_step(&opt, &model.params, lr);
-        qt_paramset_zero_grad(&model.params);
+        qt_adamw_step(&opt, ps, lr);
+        qt_paramset_zero_grad(ps);
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->steps = step + 1;
@@ -288,12 +380,10 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                     vl, exp(vl));
             fflush(metrics);
             if (r->output.sample_tokens > 0) {
-                size_t cap = strlen(r->output.sample_prompt) + (size_t)r->output.sample_tokens + 1;
-                char *text = malloc(cap);
-                if (text && qt_generate_bytes(ctx, &model, r->output.sample_prompt,
-                                              r->output.sample_tokens, r->data.seq_len, 0.8f,
-                                              (uint64_t)r->train.seed + (uint64_t)step, text,
-                                              cap) == QT_OK)
+                char *text = NULL;
+                if (qt_generate(ctx, &model, tok, r->output.sample_prompt, r->output.sample_tokens,
+                                (int)r->data.seq_len, 0.8f, (uint64_t)r->train.seed + (uint64_t)step,
+                                &text) == QT_OK)
                     print_sample(text);
                 free(text);
             }
@@ -302,14 +392,14 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
-            st = qt_checkpoint_save(ckpt, &model.params, &opt, &cs, recipe_text);
+            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
     res->seconds = now_s() - t0;
     if (st == QT_OK && res->weights) {
-        size_t n = model.params.n_total < res->max_weights ? model.params.n_total : res->max_weights;
-        memcpy(res->weights, model.params.data, n * sizeof(float));
+        size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
+        memcpy(res->weights, ps->data, n * sizeof(float));
     }
     free(recipe_text);
     if (metrics) fclose(metrics);
@@ -317,7 +407,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     free(tgt);
     qt_ctx_free(ctx);
     qt_adamw_free(&opt);
-    qt_llama_free(&model);
+    qt_model_free(&model);
+    qt_tokenizer_free(tok);
     qt_dataset_close(&ds);
     return st;
 }

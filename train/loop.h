@@ -2,6 +2,7 @@
 #ifndef QT_LOOP_H
 #define QT_LOOP_H
 
+#include "qt_data.h"
 #include "qt_layers.h"
 #include "recipe.h"
 
@@ -29,9 +30,14 @@ typedef struct {
  * call (other fields are overwritten). */
 qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res);
 
-/* Samples n_new bytes after prompt (temperature T, seeded), context capped at max_ctx. */
-qt_status qt_generate_bytes(qt_ctx *ctx, qt_llama *m, const char *prompt, int n_new,
-                            int max_ctx, float temperature, uint64_t seed, char *out,
-                            size_t out_size);
+/* The model a recipe asks for: loaded from model.from (an HF directory or a .gguf file)
+ * or new from the sizes; and its tokenizer (NULL for bytes). Free both on success. */
+qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok);
+/* The longest context the model takes (its max positions; 2048 if unbounded). */
+int qt_model_context(const qt_model *m);
+/* Samples up to n_new tokens after prompt (temperature T, seeded), stopping at EOS;
+ * context capped at max_ctx. *out: malloc'd text (prompt included). tok NULL = bytes. */
+qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const char *prompt,
+                      int n_new, int max_ctx, float temperature, uint64_t seed, char **out);
 
 #endif

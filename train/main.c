@@ -33,31 +33,20 @@ static void usage(FILE *f) {
             "            its loss (the engine end to end; default 300 steps)\n"
             "  train RECIPE.yaml [--set key=value ...]\n"
             "            train a model as the recipe says (qtrain train --keys lists keys)\n"
-            "  eval CHECKPOINT --data FILE [--context N] [--stride S]\n"
+            "  eval MODEL --data FILE [--context N] [--stride S]\n"
             "            sliding-window perplexity of a text file\n"
-            "  generate CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--seed S]\n"
+            "  generate MODEL [--prompt TEXT] [--tokens N] [--temperature T] [--seed S]\n"
             "            sample text from a trained model\n"
-            "  info FILE what a checkpoint or safetensors file holds\n"
+            "  info FILE what a checkpoint, GGUF or safetensors file holds\n"
+            "  (MODEL: a qtrain checkpoint .h5, a Hugging Face directory or a .gguf file)\n"
             "  version   print the version\n"
             "  help      this text\n"
             "\n"
             "Each command takes --help. Quantization and export arrive with their issues.\n");
 }
 
-/* Restarts the program once with OPENBLAS_CORETYPE set when OpenBLAS fell back to its
- * generic kernels on a CPU that has AVX2/AVX-512 (see qt_blas_better_coretype). */
-static void use_fast_blas_kernels(char **argv) {
-    const char *core = qt_blas_better_coretype();
-    if (!core || getenv("QT_BLAS_REEXEC")) return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
-    setenv("QT_BLAS_REEXEC", "1", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the slower kernels */
-    unsetenv("OPENBLAS_CORETYPE");
-}
-
 int main(int argc, char **argv) {
-    use_fast_blas_kernels(argv);
+    qt_blas_reexec_if_slow(argv); /* see qt_autograd.h: Debian's OpenBLAS and new Xeons */
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -34,7 +34,8 @@ typedef struct {
 static const keydef keys[] = {
     {"name", K_STR, F(name), 0, 0, NULL, "run name, used in logs"},
     {"model.from", K_STR, F(model.from), 0, 0, NULL,
-     "checkpoint to start from; empty = new model from the sizes below"},
+     "HF checkpoint directory or .gguf file to start from (its config wins over the sizes "
+     "below); empty = a new model"},
     {"model.arch", K_STR, F(model.arch), 0, 0, "llama", "architecture of a new model"},
     {"model.vocab_size", K_INT, F(model.vocab_size), 1, 1 << 24, NULL,
      "vocabulary size (256 with the bytes tokenizer)"},
@@ -52,8 +53,12 @@ static const keydef keys[] = {
      "lm_head shares the embedding matrix"},
     {"data.train", K_STR, F(data.train), 0, 0, NULL,
      "training text: a UTF-8 file or a directory of them"},
-    {"data.tokenizer", K_STR, F(data.tokenizer), 0, 0, "bytes",
-     "tokenizer (bytes: one token per byte, vocab 256)"},
+    {"data.tokenizer", K_STR, F(data.tokenizer), 0, 0, NULL,
+     "bytes (one token per byte), model (model.from's tokenizer.json or GGUF tokenizer), or "
+     "a tokenizer.json path"},
+    {"data.format", K_STR, F(data.format), 0, 0, "auto|text|jsonl",
+     "text: the file is one document; jsonl: {\"text\"} or {\"prompt\", \"response\"} per "
+     "line (loss on the response only); auto: by extension"},
     {"data.val_fraction", K_FLOAT, F(data.val_fraction), 0, 0.5, NULL,
      "share of the text held out for validation (taken from the end)"},
     {"data.seq_len", K_INT, F(data.seq_len), 2, 1 << 20, NULL, "tokens per training sequence"},
@@ -110,6 +115,7 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->model.rope_theta = 10000.0f;
     r->model.norm_eps = 1e-5f;
     strcpy(r->data.tokenizer, "bytes");
+    strcpy(r->data.format, "auto");
     r->data.val_fraction = 0.05f;
     r->data.seq_len = 128;
     r->train.steps = 1000;
@@ -371,13 +377,15 @@ qt_status qt_recipe_set(qt_recipe *r, const char *assignment) {
 qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     const char *p = path ? path : "recipe";
     if (!r->data.train[0]) return QT_ERROR(QT_EINVAL, "%s: data.train is required", p);
-    if (strcmp(r->data.tokenizer, "bytes"))
-        return QT_ERROR(QT_ENOTSUP, "%s: data.tokenizer \"%s\" is not supported yet (bytes)", p,
-                        r->data.tokenizer);
-    if (r->model.from[0])
-        return QT_ERROR(QT_ENOTSUP, "%s: model.from (loading a checkpoint to train) is not "
-                                    "supported yet; leave it empty to train a new model", p);
-    if (r->model.vocab_size < 256)
+    if (r->schedule.warmup > r->train.steps)
+        return QT_ERROR(QT_EINVAL, "%s: schedule.warmup (%ld) exceeds train.steps (%ld)", p,
+                        r->schedule.warmup, r->train.steps);
+    if (!r->output.dir[0]) return QT_ERROR(QT_EINVAL, "%s: output.dir is required", p);
+    if (!r->data.tokenizer[0]) return QT_ERROR(QT_EINVAL, "%s: data.tokenizer is empty", p);
+    if (!strcmp(r->data.tokenizer, "model") && !r->model.from[0])
+        return QT_ERROR(QT_EINVAL, "%s: data.tokenizer \"model\" needs model.from", p);
+    if (r->model.from[0]) return QT_OK; /* sizes come from the checkpoint */
+    if (!strcmp(r->data.tokenizer, "bytes") && r->model.vocab_size < 256)
         return QT_ERROR(QT_EINVAL, "%s: model.vocab_size must be >= 256 with the bytes tokenizer, "
                                    "got %d", p, r->model.vocab_size);
     if (r->model.dim % r->model.n_heads || r->model.n_heads % r->model.n_kv_heads ||
@@ -389,10 +397,6 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (r->data.seq_len > r->model.max_seq_len)
         return QT_ERROR(QT_EINVAL, "%s: data.seq_len (%d) exceeds model.max_seq_len (%d)", p,
                         r->data.seq_len, r->model.max_seq_len);
-    if (r->schedule.warmup > r->train.steps)
-        return QT_ERROR(QT_EINVAL, "%s: schedule.warmup (%ld) exceeds train.steps (%ld)", p,
-                        r->schedule.warmup, r->train.steps);
-    if (!r->output.dir[0]) return QT_ERROR(QT_EINVAL, "%s: output.dir is required", p);
     return QT_OK;
 }
 

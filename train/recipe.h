@@ -25,7 +25,8 @@ typedef struct {
     } model;
     struct {
         char train[QT_PATH_MAX];     /* a text file, or a directory of text files */
-        char tokenizer[32];          /* bytes */
+        char tokenizer[QT_PATH_MAX]; /* bytes | model | path to a tokenizer.json */
+        char format[8];              /* auto | text | jsonl */
         float val_fraction;
         int seq_len;
     } data;
