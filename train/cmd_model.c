@@ -335,9 +335,11 @@ static int info_gguf(const char *path) {
 }
 
 int qt_cmd_info(int argc, char **argv) {
+    bool help = argc == 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"));
     if (argc != 1 || argv[0][0] == '-') {
-        fprintf(stderr, "usage: qtrain info FILE   (a qtrain checkpoint, a GGUF or a safetensors file)\n");
-        return argc == 1 && !strcmp(argv[0], "--help") ? 0 : 2;
+        fprintf(help ? stdout : stderr,
+                "usage: qtrain info FILE   (a qtrain checkpoint, a GGUF or a safetensors file)\n");
+        return help ? 0 : 2;
     }
     const char *path = argv[0];
     unsigned char magic[8] = {0};

@@ -264,7 +264,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     if (st == QT_OK && (!ctx || !ids || !tgt)) st = QT_ERROR(QT_ENOMEM, "train: out of memory");
     if (st == QT_OK) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", r->output.dir);
-        metrics = fopen(path, "w");
+        metrics = fopen(path, resume ? "a" : "w"); /* a resumed run appends */
         if (!metrics) st = QT_ERROR(QT_EIO, "%s: cannot write metrics: %s", path, strerror(errno));
     }
     if (st == QT_OK) {
@@ -308,6 +308,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     }
 
     int64_t shape[2] = {B, T};
+    bool tty = isatty(STDOUT_FILENO);
     double t0 = now_s(), tokens = 0;
     int bad_run = 0;
     for (long step = start; st == QT_OK && step < r->train.steps; step++) {
@@ -355,9 +356,20 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (res->losses && step < res->max_losses) res->losses[step] = loss;
 
         bool last = step == r->train.steps - 1;
-        if (step % r->output.log_every == 0 || last) {
+        bool log_now = step % r->output.log_every == 0 || last;
+        if (tty && !log_now) { /* a live bar between log lines, on a terminal only */
+            double el = now_s() - t0;
+            int w = (int)(30 * (step + 1) / r->train.steps);
+            printf("\r[%.*s%.*s] %ld/%ld loss %.4f %.0f tok/s eta %.0fs ", w,
+                   "##############################", 30 - w, "..............................",
+                   step + 1, r->train.steps, loss, tokens / (el > 0 ? el : 1e-9),
+                   el / (double)(step + 1 - start) * (double)(r->train.steps - step - 1));
+            fflush(stdout);
+        }
+        if (log_now) {
+            if (tty) printf("\r\033[K");
             double el = now_s() - t0, tps = tokens / (el > 0 ? el : 1e-9);
-            double eta = el / (double)(step + 1) * (double)(r->train.steps - step - 1);
+            double eta = el / (double)(step + 1 - start) * (double)(r->train.steps - step - 1);
             printf("step %6ld/%ld  loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  %.0fs  eta %.0fs\n",
                    step + 1, r->train.steps, loss, (double)lr, gnorm, tps, el, eta);
             fflush(stdout);
