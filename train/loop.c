@@ -109,7 +109,6 @@ qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const c
         for (const char *c = prompt; *c; c++) toks[n++] = (unsigned char)*c;
     }
     free(p);
-    size_t n_prompt = n;
     if (n == 0) toks[n++] = tok && qt_tokenizer_bos(tok) >= 0 ? qt_tokenizer_bos(tok) : '\n';
     bool prev = qt_ctx_set_grad_enabled(ctx, false);
     qt_status st = QT_OK;
@@ -157,7 +156,6 @@ qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const c
             }
         }
     }
-    (void)n_prompt;
     free(toks);
     return st;
 }
