@@ -29,6 +29,7 @@
 
 #include "qt_formats.h"
 #include "qt_layers.h"
+#include "model_util.h"
 #include "testutil.h"
 
 static char *fx(const char *rel) {
@@ -49,24 +50,6 @@ static char *tmp(const char *name) {
     return b;
 }
 
-/* Logits of m on ids (B, T); malloc'd, *numel set. */
-static float *run_logits(qt_model *m, const qt_st_tensor *ids, int64_t *numel) {
-    qt_ctx *ctx = qt_ctx_new();
-    qt_ctx_set_grad_enabled(ctx, false);
-    qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, ids->shape, ids->data);
-    qt_tensor *y = qt_model_forward(ctx, m, x);
-    float *out = NULL;
-    if (!y) {
-        printf("forward failed: %s\n", qt_ctx_error(ctx));
-    } else {
-        *numel = qt_numel(y);
-        out = malloc((size_t)*numel * sizeof *out);
-        memcpy(out, y->data, (size_t)*numel * sizeof *out);
-    }
-    qt_ctx_free(ctx);
-    return out;
-}
-
 /* max|got - want| <= tol * max|want|, printed. */
 static void compare(const char *what, const float *got, const float *want, int64_t n, double tol) {
     double maxerr = 0, maxref = 0;
@@ -83,7 +66,7 @@ static void compare(const char *what, const float *got, const float *want, int64
 static void compare_ref(const char *what, qt_model *m, const qt_st_tensor *ids,
                         const qt_st_tensor *want, double tol) {
     int64_t n = 0;
-    float *got = run_logits(m, ids, &n);
+    float *got = qt_test_run_logits(m, ids, &n);
     CHECK(got && want && (int64_t)(want->nbytes / 4) == n, "%s: logits shape", what);
     if (got && want && (int64_t)(want->nbytes / 4) == n) compare(what, got, want->data, n, tol);
     free(got);
@@ -130,7 +113,7 @@ static void test_parity(const qt_safetensors *ref, const qt_safetensors *gref) {
         CHECK(same_params(&hf, &gg), "f32 gguf: weights bit-identical to the HF load "
                                      "(q/k permutation undone)");
         int64_t n1 = 0, n2 = 0;
-        float *l1 = run_logits(&hf, ids, &n1), *l2 = run_logits(&gg, ids, &n2);
+        float *l1 = qt_test_run_logits(&hf, ids, &n1), *l2 = qt_test_run_logits(&gg, ids, &n2);
         CHECK(l1 && l2 && n1 == n2, "logits");
         if (l1 && l2 && n1 == n2) compare("llama f32 gguf vs HF load", l2, l1, n1, 1e-5);
         free(l1);
@@ -284,7 +267,7 @@ static void test_mini(void) {
         qt_st_tensor ids = {.name = "ids", .dtype = QT_I32, .ndim = 2,
                             .shape = {1, 5}, .data = idv, .nbytes = sizeof idv};
         int64_t n = 0;
-        float *lg = run_logits(&m, &ids, &n);
+        float *lg = qt_test_run_logits(&m, &ids, &n);
         bool finite = lg && n == 5 * MV;
         for (int64_t i = 0; finite && i < n; i++) finite = isfinite(lg[i]);
         CHECK(finite, "mini: forward gives finite logits");

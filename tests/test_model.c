@@ -33,6 +33,7 @@
 
 #include "qt_formats.h"
 #include "qt_layers.h"
+#include "model_util.h"
 #include "testutil.h"
 
 static const char *NAMES[3] = {"llama", "qwen2", "gpt2"};
@@ -114,24 +115,6 @@ static void write_config(const char *dir, const char *fixture, void (*edit)(cJSO
     cJSON_Delete(j);
 }
 
-/* Logits of model m on the fixture ids. Returns a malloc'd copy (B*T*V floats). */
-static float *run_logits(qt_model *m, const qt_st_tensor *ids, int64_t *numel) {
-    qt_ctx *ctx = qt_ctx_new();
-    qt_ctx_set_grad_enabled(ctx, false);
-    qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, ids->shape, ids->data);
-    qt_tensor *y = qt_model_forward(ctx, m, x);
-    float *out = NULL;
-    if (!y) {
-        printf("forward failed: %s\n", qt_ctx_error(ctx));
-    } else {
-        *numel = qt_numel(y);
-        out = malloc((size_t)*numel * sizeof *out);
-        memcpy(out, y->data, (size_t)*numel * sizeof *out);
-    }
-    qt_ctx_free(ctx);
-    return out;
-}
-
 static bool same_params(qt_model *a, qt_model *b) {
     qt_paramset *pa = qt_model_params(a), *pb = qt_model_params(b);
     if (pa->n != pb->n || pa->n_total != pb->n_total) return false;
@@ -167,7 +150,7 @@ static void test_parity(const qt_safetensors *ref) {
                           "gpt2: tied, n_inner 96");
         const qt_st_tensor *want = qt_safetensors_get(ref, key);
         int64_t n = 0;
-        float *got = run_logits(&m, ids, &n);
+        float *got = qt_test_run_logits(&m, ids, &n);
         CHECK(want && got && (int64_t)(want->nbytes / 4) == n, "%s: logits shape", NAMES[k]);
         if (want && got && (int64_t)(want->nbytes / 4) == n) {
             const float *w = want->data;
@@ -291,7 +274,7 @@ static void test_save_load(const qt_safetensors *ref) {
                        r.llama.cfg.tied_embeddings == m.llama.cfg.tied_embeddings),
                   "%s: config round trip", NAMES[k]);
             int64_t n1 = 0, n2 = 0;
-            float *a = run_logits(&m, ids, &n1), *b = run_logits(&r, ids, &n2);
+            float *a = qt_test_run_logits(&m, ids, &n1), *b = qt_test_run_logits(&r, ids, &n2);
             CHECK(a && b && n1 == n2 && !memcmp(a, b, (size_t)n1 * 4),
                   "%s: logits after save+load differ", NAMES[k]);
             free(a);
@@ -672,9 +655,9 @@ static void test_variants(const qt_safetensors *ref) {
               "mistral: T = 12 > sliding_window 8 refused: %s", qt_ctx_error(ctx));
         qt_ctx_free(ctx);
         m.llama.cfg.sliding_window = 64;
-        float *a = run_logits(&m, ids, &n0);
+        float *a = qt_test_run_logits(&m, ids, &n0);
         CHECK(qt_model_load_hf(&base, fx("tiny_llama")) == QT_OK, "llama load");
-        float *b = run_logits(&base, ids, &n1);
+        float *b = qt_test_run_logits(&base, ids, &n1);
         CHECK(a && b && n0 == n1 && !memcmp(a, b, (size_t)n0 * 4),
               "mistral within its window == llama");
         free(a);

@@ -30,25 +30,6 @@
 #include "qt_formats.h"
 #include "testutil.h"
 
-/* testutil.h's CHECK names file:line; these checks are data-driven, so they name the
- * case instead ("rmsnorm: g1"). Same counters, same closing line. */
-static void check(bool ok, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void check(bool ok, const char *what, const char *fmt, ...) {
-    if (ok) {
-        qt_test_pass++;
-        return;
-    }
-    qt_test_fail++;
-    printf("FAIL %s: ", what);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
-
 /* ------------------------------------------------------------------ the cases ---- */
 
 typedef struct oracle_case oracle_case;
@@ -239,17 +220,17 @@ static void st_shape_str(const qt_st_tensor *t, char *buf, size_t n) {
 /* Compares `got` (n floats) against fixture tensor `want` elementwise. */
 static void compare(const char *what, const float *got, int64_t n, const qt_st_tensor *want) {
     if (!got) {
-        check(false, what, "no values (grad is NULL)");
+        qt_check_case(false, what, "no values (grad is NULL)");
         return;
     }
     if (want->dtype != QT_F32 || st_numel(want) != n) {
-        check(false, what, "fixture has %lld elements of %s, engine %lld",
+        qt_check_case(false, what, "fixture has %lld elements of %s, engine %lld",
               (long long)st_numel(want), qt_dtype_name(want->dtype), (long long)n);
         return;
     }
     float *w = f32_copy(want);
     if (!w) {
-        check(false, what, "out of memory");
+        qt_check_case(false, what, "out of memory");
         return;
     }
     int64_t bad = 0, worst = -1;
@@ -264,10 +245,10 @@ static void compare(const char *what, const float *got, int64_t n, const qt_st_t
         }
     }
     if (bad)
-        check(false, what, "%lld of %lld elements out of tolerance; worst [%lld] got %.9g "
+        qt_check_case(false, what, "%lld of %lld elements out of tolerance; worst [%lld] got %.9g "
               "want %.9g", (long long)bad, (long long)n, (long long)worst, got[worst], w[worst]);
     else
-        check(true, what, "ok");
+        qt_check_case(true, what, "ok");
     free(w);
 }
 
@@ -300,18 +281,18 @@ static void run_case(qt_ctx *ctx, const qt_safetensors *st, const oracle_case *c
     const qt_st_tensor *ty = get(st, c->name, "y"), *tdy = get(st, c->name, "dy");
     snprintf(what, sizeof what, "%s: fixture", c->name);
     if (n_in == 0 || !ty || !tdy || qt_ctx_status(ctx) != QT_OK) {
-        check(false, what, "inputs, y or dy missing or unreadable (%s)", qt_ctx_error(ctx));
+        qt_check_case(false, what, "inputs, y or dy missing or unreadable (%s)", qt_ctx_error(ctx));
         return;
     }
 
     qt_tensor *y = c->run(ctx, in, n_in, c);
     snprintf(what, sizeof what, "%s: forward", c->name);
     if (!y) {
-        check(false, what, "op returned NULL: %s", qt_ctx_error(ctx));
+        qt_check_case(false, what, "op returned NULL: %s", qt_ctx_error(ctx));
         return;
     }
     if (y->dtype != QT_F32) {
-        check(false, what, "output dtype %s, want f32", qt_dtype_name(y->dtype));
+        qt_check_case(false, what, "output dtype %s, want f32", qt_dtype_name(y->dtype));
         return;
     }
     /* A scalar is [1] in the fixture and ndim 0 in qtrain. */
@@ -322,7 +303,7 @@ static void run_case(qt_ctx *ctx, const qt_safetensors *st, const oracle_case *c
         char a[64], b[64];
         qt_shape_str(y, a, sizeof a);
         st_shape_str(ty, b, sizeof b);
-        check(false, what, "output shape %s, torch %s", a, b);
+        qt_check_case(false, what, "output shape %s, torch %s", a, b);
         return;
     }
     snprintf(what, sizeof what, "%s: y", c->name);
@@ -330,7 +311,7 @@ static void run_case(qt_ctx *ctx, const qt_safetensors *st, const oracle_case *c
 
     float *dy = f32_copy(tdy);
     if (!dy || st_numel(tdy) != qt_numel(y)) {
-        check(false, what, "dy has %lld elements, y %lld", (long long)st_numel(tdy),
+        qt_check_case(false, what, "dy has %lld elements, y %lld", (long long)st_numel(tdy),
               (long long)qt_numel(y));
         free(dy);
         return;
@@ -339,7 +320,7 @@ static void run_case(qt_ctx *ctx, const qt_safetensors *st, const oracle_case *c
     free(dy);
     snprintf(what, sizeof what, "%s: backward", c->name);
     if (s != QT_OK) {
-        check(false, what, "qt_backward_from: %s: %s", qt_status_str(s), qt_ctx_error(ctx));
+        qt_check_case(false, what, "qt_backward_from: %s: %s", qt_status_str(s), qt_ctx_error(ctx));
         return;
     }
     for (int i = 0; i < n_in; i++) {
@@ -348,11 +329,11 @@ static void run_case(qt_ctx *ctx, const qt_safetensors *st, const oracle_case *c
         const qt_st_tensor *tg = get(st, c->name, suffix);
         snprintf(what, sizeof what, "%s: %s", c->name, suffix);
         if (in[i]->dtype != QT_F32) {
-            check(!tg, what, "fixture has a gradient for an integer input");
+            qt_check_case(!tg, what, "fixture has a gradient for an integer input");
             continue;
         }
         if (!tg) {
-            check(false, what, "missing in the fixture");
+            qt_check_case(false, what, "missing in the fixture");
             continue;
         }
         compare(what, in[i]->grad, qt_numel(in[i]), tg);
@@ -364,10 +345,10 @@ static void run_oracle(qt_ctx *ctx) {
     const char *path = QT_FIXTURES "/ops.safetensors";
     qt_safetensors *st = NULL;
     qt_status s = qt_safetensors_open(path, &st);
-    check(s == QT_OK, "open ops.safetensors", "%s: %s", qt_status_str(s), qt_error_message());
+    qt_check_case(s == QT_OK, "open ops.safetensors", "%s: %s", qt_status_str(s), qt_error_message());
     if (s != QT_OK) return;
     const char *list = qt_safetensors_meta(st, "cases");
-    check(list != NULL, "ops.safetensors", "no \"cases\" metadata");
+    qt_check_case(list != NULL, "ops.safetensors", "no \"cases\" metadata");
     if (!list) {
         qt_safetensors_close(st);
         return;
@@ -382,14 +363,14 @@ static void run_oracle(qt_ctx *ctx) {
         n_file++;
         const oracle_case *c = find_case(name);
         if (!c) {
-            check(false, name, "case in the fixture has no entry in CASES");
+            qt_check_case(false, name, "case in the fixture has no entry in CASES");
             continue;
         }
         seen[c - CASES] = true;
         run_case(ctx, st, c);
     }
     for (int i = 0; i < N_CASES; i++)
-        check(seen[i], CASES[i].name, "case in CASES is not in the fixture");
+        qt_check_case(seen[i], CASES[i].name, "case in CASES is not in the fixture");
     printf("ops oracle: %d cases in the fixture\n", n_file);
     qt_safetensors_close(st);
 }
@@ -403,22 +384,22 @@ static void test_sticky_error(qt_ctx *ctx) {
     qt_tensor *a = qt_tensor_from(ctx, QT_F32, 2, (int64_t[]){2, 3}, buf);
     qt_tensor *b = qt_tensor_from(ctx, QT_F32, 2, (int64_t[]){4, 5}, buf); /* K 3 vs 4 */
     qt_tensor *c = qt_tensor_from(ctx, QT_F32, 2, (int64_t[]){2, 3}, buf);
-    check(a && b && c && qt_ctx_status(ctx) == QT_OK, "sticky: setup", "%s", qt_ctx_error(ctx));
+    qt_check_case(a && b && c && qt_ctx_status(ctx) == QT_OK, "sticky: setup", "%s", qt_ctx_error(ctx));
     if (!a || !b || !c) return;
     qt_tensor *m = qt_matmul(ctx, a, b, false, false);
-    check(m == NULL, "sticky: bad matmul", "(2,3)@(4,5) did not return NULL");
-    check(qt_ctx_status(ctx) != QT_OK, "sticky: status", "still QT_OK after a failed matmul");
+    qt_check_case(m == NULL, "sticky: bad matmul", "(2,3)@(4,5) did not return NULL");
+    qt_check_case(qt_ctx_status(ctx) != QT_OK, "sticky: status", "still QT_OK after a failed matmul");
     const char *msg = qt_ctx_error(ctx);
-    check(msg && msg[0], "sticky: message", "empty");
+    qt_check_case(msg && msg[0], "sticky: message", "empty");
     qt_tensor *later = qt_add(ctx, a, c); /* valid on its own */
-    check(later == NULL, "sticky: later op", "a valid add after the failure returned a tensor");
-    check(qt_ctx_status(ctx) != QT_OK, "sticky: stays", "status cleared by a later op");
+    qt_check_case(later == NULL, "sticky: later op", "a valid add after the failure returned a tensor");
+    qt_check_case(qt_ctx_status(ctx) != QT_OK, "sticky: stays", "status cleared by a later op");
     qt_ctx_reset(ctx);
-    check(qt_ctx_status(ctx) == QT_OK, "sticky: reset", "qt_ctx_reset left %s",
+    qt_check_case(qt_ctx_status(ctx) == QT_OK, "sticky: reset", "qt_ctx_reset left %s",
           qt_status_str(qt_ctx_status(ctx)));
     a = qt_tensor_from(ctx, QT_F32, 2, (int64_t[]){2, 3}, buf);
     c = qt_tensor_from(ctx, QT_F32, 2, (int64_t[]){2, 3}, buf);
-    check(a && c && qt_add(ctx, a, c) != NULL, "sticky: after reset", "add failed: %s",
+    qt_check_case(a && c && qt_add(ctx, a, c) != NULL, "sticky: after reset", "add failed: %s",
           qt_ctx_error(ctx));
 }
 
@@ -439,7 +420,7 @@ static void test_dropout(qt_ctx *ctx) {
     float *x = malloc(N * sizeof *x), *dy = malloc(N * sizeof *dy);
     float *y1 = malloc(N * sizeof *y1);
     if (!x || !dy || !y1) {
-        check(false, "dropout", "out of memory");
+        qt_check_case(false, "dropout", "out of memory");
         free(x), free(dy), free(y1);
         return;
     }
@@ -452,7 +433,7 @@ static void test_dropout(qt_ctx *ctx) {
     qt_tensor *tx = qt_tensor_from(ctx, QT_F32, 2, shape, x);
     if (tx) tx->requires_grad = true;
     qt_tensor *ty = qt_dropout(ctx, tx, p, seed);
-    check(ty != NULL, "dropout: forward", "NULL: %s", qt_ctx_error(ctx));
+    qt_check_case(ty != NULL, "dropout: forward", "NULL: %s", qt_ctx_error(ctx));
     if (!ty) goto out;
     const float *y = ty->data;
     int64_t kept = 0, bad_val = 0, first_bad = -1;
@@ -463,15 +444,15 @@ static void test_dropout(qt_ctx *ctx) {
         }
     }
     double frac = (double)kept / N;
-    check(fabs(frac - 0.7) <= 0.01, "dropout: kept fraction", "%.4f, want 0.7 +- 0.01", frac);
-    check(bad_val == 0, "dropout: kept values", "%lld not x/(1-p); first [%lld] x %.9g y %.9g",
+    qt_check_case(fabs(frac - 0.7) <= 0.01, "dropout: kept fraction", "%.4f, want 0.7 +- 0.01", frac);
+    qt_check_case(bad_val == 0, "dropout: kept values", "%lld not x/(1-p); first [%lld] x %.9g y %.9g",
           (long long)bad_val, (long long)first_bad, first_bad >= 0 ? x[first_bad] : 0.0,
           first_bad >= 0 ? y[first_bad] : 0.0);
     memcpy(y1, y, N * sizeof *y1);
 
     /* backward: dx = dy * mask / (1-p) */
     qt_status s = qt_backward_from(ctx, ty, dy);
-    check(s == QT_OK && tx->grad, "dropout: backward", "%s: %s", qt_status_str(s),
+    qt_check_case(s == QT_OK && tx->grad, "dropout: backward", "%s: %s", qt_status_str(s),
           qt_ctx_error(ctx));
     if (s == QT_OK && tx->grad) {
         int64_t bad_g = 0, fb = -1;
@@ -480,7 +461,7 @@ static void test_dropout(qt_ctx *ctx) {
                                     : tx->grad[i] == 0.0f;
             if (!ok && bad_g++ == 0) fb = i;
         }
-        check(bad_g == 0, "dropout: grad", "%lld elements not dy*mask/(1-p); first [%lld] "
+        qt_check_case(bad_g == 0, "dropout: grad", "%lld elements not dy*mask/(1-p); first [%lld] "
               "dy %.9g grad %.9g kept %d", (long long)bad_g, (long long)fb,
               fb >= 0 ? dy[fb] : 0.0, fb >= 0 ? tx->grad[fb] : 0.0, fb >= 0 && y1[fb] != 0);
     }
@@ -493,21 +474,21 @@ static void test_dropout(qt_ctx *ctx) {
     qt_tensor *ty2 = qt_dropout(ctx, tx, p, seed);
     qt_tensor *ty3 = qt_dropout(ctx, tx, p, seed + 1);
     qt_set_num_threads(threads);
-    check(ty2 && ty3, "dropout: rerun", "NULL: %s", qt_ctx_error(ctx));
+    qt_check_case(ty2 && ty3, "dropout: rerun", "NULL: %s", qt_ctx_error(ctx));
     if (ty2 && ty3) {
-        check(!memcmp(ty2->data, y1, N * sizeof *y1), "dropout: same seed",
+        qt_check_case(!memcmp(ty2->data, y1, N * sizeof *y1), "dropout: same seed",
               "a second run with the same seed (and another thread count) differs");
         int64_t differ = 0;
         const float *y3 = ty3->data;
         for (int i = 0; i < N; i++) differ += (y3[i] != 0.0f) != (y1[i] != 0.0f);
         /* independent masks disagree on 2 p (1-p) = 42% of elements */
-        check(fabs((double)differ / N - 0.42) < 0.02, "dropout: other seed",
+        qt_check_case(fabs((double)differ / N - 0.42) < 0.02, "dropout: other seed",
               "masks differ on %.4f of elements, want about 0.42", (double)differ / N);
     }
 
     /* p = 0: x unchanged */
     qt_tensor *t0 = qt_dropout(ctx, tx, 0.0f, seed);
-    check(t0 && !memcmp(t0->data, x, N * sizeof *x), "dropout: p=0",
+    qt_check_case(t0 && !memcmp(t0->data, x, N * sizeof *x), "dropout: p=0",
           "did not return the input unchanged (%s)", t0 ? "values differ" : qt_ctx_error(ctx));
 out:
     free(x), free(dy), free(y1);
@@ -524,19 +505,19 @@ static void test_ce_all_ignored(qt_ctx *ctx) {
     qt_tensor *tt = qt_tensor_from(ctx, QT_I32, 1, (int64_t[]){3}, targets);
     if (tl) tl->requires_grad = true;
     qt_tensor *loss = qt_cross_entropy(ctx, tl, tt, -100);
-    check(loss && ((float *)loss->data)[0] == 0.0f, "ce all ignored: loss",
+    qt_check_case(loss && ((float *)loss->data)[0] == 0.0f, "ce all ignored: loss",
           "want 0, got %s", loss ? "non-zero" : qt_ctx_error(ctx));
     if (!loss) return;
     qt_status s = qt_backward(ctx, loss);
     bool zero = s == QT_OK && tl->grad;
     for (int i = 0; zero && i < 12; i++) zero = tl->grad[i] == 0.0f;
-    check(zero, "ce all ignored: grad", "want all zero (%s)", qt_status_str(s));
+    qt_check_case(zero, "ce all ignored: grad", "want all zero (%s)", qt_status_str(s));
 }
 
 int main(void) {
     qt_ctx *ctx = qt_ctx_new();
     if (!ctx) {
-        check(false, "qt_ctx_new", "cannot create a context");
+        qt_check_case(false, "qt_ctx_new", "cannot create a context");
         return qt_test_finish("test_ops_oracle");
     }
     run_oracle(ctx);

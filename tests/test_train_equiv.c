@@ -30,31 +30,13 @@
 
 #define REL_TOL 1e-4
 
-/* testutil.h's CHECK names file:line; these checks are data-driven, so they name the
- * case instead ("rmsnorm: g1"). Same counters, same closing line. */
-static void check(bool ok, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void check(bool ok, const char *what, const char *fmt, ...) {
-    if (ok) {
-        qt_test_pass++;
-        return;
-    }
-    qt_test_fail++;
-    printf("FAIL %s: ", what);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
-
 /* A __metadata__ number; false (and a failed check) when absent or not a number. */
 static bool meta_num(const qt_safetensors *st, const char *file, const char *key, double *out) {
     const char *v = qt_safetensors_meta(st, key);
     char *end = NULL;
     if (v) *out = strtod(v, &end);
     bool ok = v && end != v && *end == '\0';
-    check(ok, file, "__metadata__ \"%s\" should be a number, got %s", key, v ? v : "(absent)");
+    qt_check_case(ok, file, "__metadata__ \"%s\" should be a number, got %s", key, v ? v : "(absent)");
     return ok;
 }
 
@@ -82,7 +64,7 @@ static const qt_st_tensor *need(const qt_safetensors *st, const char *file, cons
     if (t)
         for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
     bool ok = t && t->dtype == dtype && n == numel;
-    check(ok, file, "tensor %s: want %s with %lld elements, got %s", name, qt_dtype_name(dtype),
+    qt_check_case(ok, file, "tensor %s: want %s with %lld elements, got %s", name, qt_dtype_name(dtype),
           (long long)numel, t ? qt_dtype_name(t->dtype) : "(absent)");
     return ok ? t : NULL;
 }
@@ -97,7 +79,7 @@ static bool load_params(qt_paramset *ps, const qt_safetensors *st, const char *f
         for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
         if (!same) {
             char buf[64];
-            check(false, file, "parameter %s %s has no fixture tensor of that shape", p->name,
+            qt_check_case(false, file, "parameter %s %s has no fixture tensor of that shape", p->name,
                   qt_shape_str(p, buf, sizeof buf));
             ok = false;
             continue;
@@ -132,8 +114,8 @@ static void track_report(const loss_track *t) {
     if (t->worst >= 0)
         printf("%s: worst step %d of %d, rel diff %.3e (loss %.7f -> %.7f in torch)\n",
                t->model, t->worst, t->done, t->worst_rel, t->want[0], t->want[t->steps - 1]);
-    check(t->done == t->steps, t->model, "stopped after %d of %d steps", t->done, t->steps);
-    check(t->n_bad == 0, t->model, "%d steps off by more than %.0e relative, first at step %d",
+    qt_check_case(t->done == t->steps, t->model, "stopped after %d of %d steps", t->done, t->steps);
+    qt_check_case(t->n_bad == 0, t->model, "%d steps off by more than %.0e relative, first at step %d",
           t->n_bad, REL_TOL, t->first_bad);
 }
 
@@ -149,14 +131,14 @@ static void test_mlp(qt_ctx *ctx) {
     const char *file = "train_mlp.safetensors";
     qt_safetensors *st = NULL;
     qt_status s = qt_safetensors_open(QT_FIXTURES "/train_mlp.safetensors", &st);
-    check(s == QT_OK, file, "open: %s", qt_error_message());
+    qt_check_case(s == QT_OK, file, "open: %s", qt_error_message());
     if (s != QT_OK) return;
 
     enum { B = 8, D_IN = 16, D_H = 32, C = 10, STEPS = 200 };
     adamw_meta h = {0};
     bool ok = read_adamw_meta(st, file, &h);
     double steps = h.steps;
-    check(!ok || steps == STEPS, file, "%g steps, want %d", steps, STEPS);
+    qt_check_case(!ok || steps == STEPS, file, "%g steps, want %d", steps, STEPS);
     const qt_st_tensor *tx = need(st, file, "data.x", QT_F32, (int64_t)STEPS * B * D_IN);
     const qt_st_tensor *ty = need(st, file, "data.y", QT_I32, (int64_t)STEPS * B);
     const qt_st_tensor *tl = need(st, file, "losses", QT_F32, STEPS);
@@ -175,13 +157,13 @@ static void test_mlp(qt_ctx *ctx) {
     float *want = copy_f32(tl);
     loss_track t = {"mlp", want, STEPS, 0, 0, -1, -1, 0};
     ok = w1 && b1t && w2 && b2t && want && qt_paramset_alloc(&ps) == QT_OK;
-    check(ok, file, "paramset: %s", qt_error_message());
+    qt_check_case(ok, file, "paramset: %s", qt_error_message());
     if (ok) ok = load_params(&ps, st, file);
     if (ok) {
         qt_adamw_config cfg = {(float)h.lr, (float)h.beta1, (float)h.beta2, (float)h.eps,
                                 (float)h.weight_decay};
         s = qt_adamw_init(&opt, &ps, cfg);
-        check(s == QT_OK, file, "qt_adamw_init: %s", qt_error_message());
+        qt_check_case(s == QT_OK, file, "qt_adamw_init: %s", qt_error_message());
         ok = s == QT_OK;
     }
     for (int step = 0; ok && step < STEPS; step++) {
@@ -194,7 +176,7 @@ static void test_mlp(qt_ctx *ctx) {
         qt_tensor *logits = qt_add(ctx, qt_matmul(ctx, hid, w2, false, true), b2t);
         qt_tensor *loss = qt_cross_entropy(ctx, logits, y, -100);
         if (!loss || (s = qt_backward(ctx, loss)) != QT_OK) {
-            check(false, "mlp", "step %d: %s", step, qt_ctx_error(ctx));
+            qt_check_case(false, "mlp", "step %d: %s", step, qt_ctx_error(ctx));
             break;
         }
         track(&t, step, ((const float *)loss->data)[0]);
@@ -214,7 +196,7 @@ static void test_attn(qt_ctx *ctx) {
     const char *file = "train_attn.safetensors";
     qt_safetensors *st = NULL;
     qt_status s = qt_safetensors_open(QT_FIXTURES "/train_attn.safetensors", &st);
-    check(s == QT_OK, file, "open: %s", qt_error_message());
+    qt_check_case(s == QT_OK, file, "open: %s", qt_error_message());
     if (s != QT_OK) return;
 
     adamw_meta h = {0};
@@ -232,7 +214,7 @@ static void test_attn(qt_ctx *ctx) {
     all &= meta_num(st, file, "seq_len", &T);
     bool ok = all;
     const char *tied = qt_safetensors_meta(st, "tied_embeddings");
-    check(tied && !strcmp(tied, "False"), file, "tied_embeddings should be False, got %s",
+    qt_check_case(tied && !strcmp(tied, "False"), file, "tied_embeddings should be False, got %s",
           tied ? tied : "(absent)");
     if (!ok) {
         qt_safetensors_close(st);
@@ -254,7 +236,7 @@ static void test_attn(qt_ctx *ctx) {
     qt_llama m;
     memset(&m, 0, sizeof m);
     s = qt_llama_init(&m, &cfg, 1);
-    check(s == QT_OK, file, "qt_llama_init: %s: %s", qt_status_str(s), qt_error_message());
+    qt_check_case(s == QT_OK, file, "qt_llama_init: %s: %s", qt_status_str(s), qt_error_message());
     if (s != QT_OK) {
         qt_safetensors_close(st);
         return;
@@ -268,19 +250,19 @@ static void test_attn(qt_ctx *ctx) {
         const char *name = qt_safetensors_at(st, i)->name;
         if (!strncmp(name, "data.", 5) || !strcmp(name, "losses")) continue;
         n_weights++;
-        check(qt_paramset_find(&m.params, name) != NULL, file,
+        qt_check_case(qt_paramset_find(&m.params, name) != NULL, file,
               "fixture weight %s is not a parameter of qt_llama", name);
     }
-    check(n_weights == m.params.n, file, "fixture has %d weights, the model %d parameters",
+    qt_check_case(n_weights == m.params.n, file, "fixture has %d weights, the model %d parameters",
           n_weights, m.params.n);
     for (int i = 0; i < m.params.n; i++) {
         qt_tensor *p = m.params.params[i];
         bool no_decay = (m.params.flags[i] & QT_PARAM_NO_DECAY) != 0;
         bool want_nd = p->ndim != 2;
-        check(no_decay == want_nd, "llama decay mask", "%s (%d-D) is %s, torch treats it as %s",
+        qt_check_case(no_decay == want_nd, "llama decay mask", "%s (%d-D) is %s, torch treats it as %s",
               p->name, p->ndim, no_decay ? "NO_DECAY" : "decayed",
               want_nd ? "no-decay" : "decayed");
-        check(!(m.params.flags[i] & QT_PARAM_FROZEN), "llama params", "%s is frozen", p->name);
+        qt_check_case(!(m.params.flags[i] & QT_PARAM_FROZEN), "llama params", "%s is frozen", p->name);
     }
 
     qt_adamw opt = {0};
@@ -291,7 +273,7 @@ static void test_attn(qt_ctx *ctx) {
         qt_adamw_config acfg = {(float)h.lr, (float)h.beta1, (float)h.beta2, (float)h.eps,
                                 (float)h.weight_decay};
         s = qt_adamw_init(&opt, &m.params, acfg);
-        check(s == QT_OK, file, "qt_adamw_init: %s", qt_error_message());
+        qt_check_case(s == QT_OK, file, "qt_adamw_init: %s", qt_error_message());
         ok = s == QT_OK;
     }
     for (int step = 0; ok && step < n_steps; step++) {
@@ -304,7 +286,7 @@ static void test_attn(qt_ctx *ctx) {
         qt_tensor *logits = qt_llama_forward(ctx, &m, ids);
         qt_tensor *loss = qt_cross_entropy(ctx, logits, tg, -100);
         if (!loss || (s = qt_backward(ctx, loss)) != QT_OK) {
-            check(false, "attn", "step %d: %s", step, qt_ctx_error(ctx));
+            qt_check_case(false, "attn", "step %d: %s", step, qt_ctx_error(ctx));
             break;
         }
         track(&t, step, ((const float *)loss->data)[0]);
@@ -321,7 +303,7 @@ static void test_attn(qt_ctx *ctx) {
 int main(void) {
     qt_ctx *ctx = qt_ctx_new();
     if (!ctx) {
-        check(false, "qt_ctx_new", "cannot create a context");
+        qt_check_case(false, "qt_ctx_new", "cannot create a context");
         return qt_test_finish("test_train_equiv");
     }
     test_mlp(ctx);
