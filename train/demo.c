@@ -14,12 +14,7 @@
 #include "qt_layers.h"
 #include "qt_train.h"
 #include "cli.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "loop.h"
 
 int qt_cmd_demo(int argc, char **argv) {
     long steps = 300, seed = 1337, threads = 0;
@@ -74,7 +69,7 @@ int qt_cmd_demo(int argc, char **argv) {
            qt_get_num_threads());
     int32_t ids[B * T], tgt[B * T];
     int64_t shape[2] = {B, T};
-    double t0 = now_s(), first = 0.0, last = 0.0;
+    double t0 = qt_now_s(), first = 0.0, last = 0.0;
     int rc = 0;
     for (long step = 0; step < steps; step++) {
         for (int b = 0; b < B; b++)
@@ -108,7 +103,7 @@ int qt_cmd_demo(int argc, char **argv) {
         if (step == 0) first = l;
         last = l;
         if (step % 25 == 0 || step == steps - 1) {
-            double el = now_s() - t0;
+            double el = qt_now_s() - t0;
             printf("step %5ld  loss %.4f  lr %.2e  %.0f tok/s\n", step, (double)l, (double)lr,
                    (double)(step + 1) * B * T / (el > 0 ? el : 1e-9));
             fflush(stdout);
@@ -117,7 +112,7 @@ int qt_cmd_demo(int argc, char **argv) {
     if (rc == 0)
         printf("qtrain demo: copy-task loss %.4f -> %.4f in %ld steps (%.1f s), arena peak "
                "%.1f MiB\n",
-               first, last, steps, now_s() - t0, (double)qt_ctx_arena_peak(ctx) / 1048576.0);
+               first, last, steps, qt_now_s() - t0, (double)qt_ctx_arena_peak(ctx) / 1048576.0);
     qt_ctx_free(ctx);
     qt_adamw_free(&opt);
     qt_llama_free(&model);

@@ -19,7 +19,7 @@
 #include "qt_layers.h"
 #include "qt_train.h"
 
-static double now_s(void) {
+double qt_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -307,7 +307,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
 
     int64_t shape[2] = {B, T};
     bool tty = isatty(STDOUT_FILENO);
-    double t0 = now_s(), tokens = 0;
+    double t0 = qt_now_s(), tokens = 0;
     int bad_run = 0;
     for (long step = start; st == QT_OK && step < r->train.steps; step++) {
         float lr = qt_lr_at(step, r->train.steps, r->optimizer.lr, r->schedule.warmup,
@@ -356,7 +356,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         bool last = step == r->train.steps - 1;
         bool log_now = step % r->output.log_every == 0 || last;
         if (tty && !log_now) { /* a live bar between log lines, on a terminal only */
-            double el = now_s() - t0;
+            double el = qt_now_s() - t0;
             int w = (int)(30 * (step + 1) / r->train.steps);
             printf("\r[%.*s%.*s] %ld/%ld loss %.4f %.0f tok/s eta %.0fs ", w,
                    "##############################", 30 - w, "..............................",
@@ -366,7 +366,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
         if (log_now) {
             if (tty) printf("\r\033[K");
-            double el = now_s() - t0, tps = tokens / (el > 0 ? el : 1e-9);
+            double el = qt_now_s() - t0, tps = tokens / (el > 0 ? el : 1e-9);
             double eta = el / (double)(step + 1 - start) * (double)(r->train.steps - step - 1);
             printf("step %6ld/%ld  loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  %.0fs  eta %.0fs\n",
                    step + 1, r->train.steps, loss, (double)lr, gnorm, tps, el, eta);
@@ -406,7 +406,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
-    res->seconds = now_s() - t0;
+    res->seconds = qt_now_s() - t0;
     if (st == QT_OK && res->weights) {
         size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
         memcpy(res->weights, ps->data, n * sizeof(float));

@@ -17,6 +17,9 @@ typedef struct {
     size_t max_weights;
 } qt_train_result;
 
+/* Monotonic wall-clock seconds, for rates and ETAs. */
+double qt_now_s(void);
+
 /* Learning rate at `step` (0-based): linear warmup to lr over `warmup` steps, then decay
  * ("cosine" | "linear" | "constant") to min_ratio * lr at the last step. */
 float qt_lr_at(long step, long steps, float lr, long warmup, const char *decay, float min_ratio);
