@@ -27,7 +27,9 @@ typedef struct qt_node {
     qt_tensor *in[QT_MAX_INPUTS];
     qt_tensor *out;
     qt_attrs a;
-    void *saved;   /* op-specific arena memory kept for backward (e.g. log-sum-exp) */
+    void *saved;   /* op-specific arena memory kept for backward (e.g. log-sum-exp);
+                      QT_OP_CUSTOM: the caller's state */
+    const struct qt_custom_fn *custom; /* QT_OP_CUSTOM: its forward and backward */
 } qt_node;
 
 typedef qt_status (*qt_kernel_fn)(qt_ctx *ctx, qt_node *n);
@@ -44,7 +46,7 @@ extern const qt_op_def qt_opdef_matmul, qt_opdef_add, qt_opdef_sub, qt_opdef_mul
     qt_opdef_div, qt_opdef_scale, qt_opdef_sum, qt_opdef_mean, qt_opdef_reshape,
     qt_opdef_permute, qt_opdef_embedding, qt_opdef_rmsnorm, qt_opdef_layernorm,
     qt_opdef_softmax, qt_opdef_attention, qt_opdef_rope, qt_opdef_silu, qt_opdef_gelu,
-    qt_opdef_swiglu, qt_opdef_dropout, qt_opdef_cross_entropy;
+    qt_opdef_swiglu, qt_opdef_dropout, qt_opdef_cross_entropy, qt_opdef_custom;
 const qt_op_def *qt_op_get(qt_op op);
 
 /* ---- arena: chunked bump allocator, reset per step --------------------------------- */
@@ -89,6 +91,10 @@ qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
  * Returns out, or NULL with the context failed. */
 qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
                      const qt_attrs *a);
+
+/* qt_op_run for QT_OP_CUSTOM: the node carries fn and state. */
+qt_tensor *qt_op_run_custom(qt_ctx *ctx, const struct qt_custom_fn *fn, void *state, int n_in,
+                            qt_tensor *const *in, qt_tensor *out, const qt_attrs *a);
 
 /* ---- shared kernel helpers --------------------------------------------------------- */
 static inline float *qt_f32(const qt_tensor *t) { return (float *)t->data; }

@@ -27,10 +27,11 @@ static const qt_op_def *const op_table[] = {
     [QT_OP_SWIGLU] = &qt_opdef_swiglu,
     [QT_OP_DROPOUT] = &qt_opdef_dropout,
     [QT_OP_CROSS_ENTROPY] = &qt_opdef_cross_entropy,
+    [QT_OP_CUSTOM] = &qt_opdef_custom,
 };
 _Static_assert(sizeof op_table / sizeof op_table[0] == QT_OP_COUNT,
                "every qt_op needs a row in op_table");
-_Static_assert(QT_OP_COUNT == 21, "op count changed: update the table and its tests");
+_Static_assert(QT_OP_COUNT == 22, "op count changed: update the table and its tests");
 
 const qt_op_def *qt_op_get(qt_op op) {
     return (unsigned)op < QT_OP_COUNT ? op_table[op] : NULL;

@@ -267,6 +267,23 @@ qt_tensor *qt_dropout(qt_ctx *ctx, qt_tensor *x, float p, uint64_t seed);
 qt_tensor *qt_cross_entropy(qt_ctx *ctx, qt_tensor *logits, qt_tensor *targets,
                             int32_t ignore_index);
 
+/* Ops defined above the engine (qat/'s fake-quant, lora/'s NF4 matmul), as
+ * torch.autograd.Function. forward writes out (f32, allocated with the shape given, on
+ * in[0]'s device) from the inputs; backward ACCUMULATES d loss / d in[i] into in[i]->grad
+ * for every input whose grad is non-NULL, from out->grad. Both see the same inputs and
+ * `state`, which must stay valid until backward has run (memory from qt_ctx_alloc is
+ * right). Errors: return a status (with QT_ERROR's message); the context fails. */
+typedef struct qt_custom_fn {
+    const char *name;
+    qt_status (*forward)(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
+                         void *state);
+    qt_status (*backward)(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
+                          void *state);
+} qt_custom_fn;
+/* 1..4 f32 inputs. */
+qt_tensor *qt_custom(qt_ctx *ctx, const qt_custom_fn *fn, int n_in, qt_tensor *const *in,
+                     int ndim, const int64_t *shape, void *state);
+
 /* ------------------------------------------------------------- op registry ---- */
 
 typedef enum {
@@ -291,6 +308,7 @@ typedef enum {
     QT_OP_SWIGLU,
     QT_OP_DROPOUT,
     QT_OP_CROSS_ENTROPY,
+    QT_OP_CUSTOM, /* qt_custom: forward and backward supplied by the caller */
     QT_OP_COUNT
 } qt_op;
 

@@ -48,8 +48,8 @@ static bool tape_reserve(qt_ctx *ctx) {
     return true;
 }
 
-qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
-                     const qt_attrs *a) {
+static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *state, int n_in,
+                         qt_tensor *const *in, qt_tensor *out, const qt_attrs *a) {
     if (!out || ctx->status != QT_OK) return NULL;
     const qt_op_def *d = qt_op_get(op);
     qt_device_kind dev = out->device.kind;
@@ -73,11 +73,14 @@ qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_t
     for (int i = 0; i < n_in; i++) node->in[i] = in[i];
     node->out = out;
     if (a) node->a = *a;
+    node->custom = fn;
+    if (fn) node->saved = state;
 
     qt_status st = d->forward[dev](ctx, node);
     if (st != QT_OK) {
         if (ctx->status == QT_OK)
-            QT_FAIL(ctx, st, "%s: forward failed: %s", d->name, qt_error_message());
+            QT_FAIL(ctx, st, "%s: forward failed: %s", fn ? fn->name : d->name,
+                    qt_error_message());
         return NULL;
     }
     if (record) {
@@ -85,6 +88,16 @@ qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_t
         out->node = ctx->tape_len++;
     }
     return out;
+}
+
+qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
+                     const qt_attrs *a) {
+    return op_run(ctx, op, NULL, NULL, n_in, in, out, a);
+}
+
+qt_tensor *qt_op_run_custom(qt_ctx *ctx, const qt_custom_fn *fn, void *state, int n_in,
+                            qt_tensor *const *in, qt_tensor *out, const qt_attrs *a) {
+    return op_run(ctx, QT_OP_CUSTOM, fn, state, n_in, in, out, a);
 }
 
 static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {

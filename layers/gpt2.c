@@ -115,8 +115,10 @@ void qt_gpt2_free(qt_gpt2 *m) {
 }
 
 /* Conv1D: x @ w + b, w (in, out) */
-static qt_tensor *conv1d(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b) {
-    return qt_add(ctx, qt_matmul(ctx, x, w, false, false), b);
+static qt_tensor *conv1d(qt_ctx *ctx, const qt_gpt2 *m, qt_tensor *x, qt_tensor *w,
+                         qt_tensor *b) {
+    if (m->hook.linear) return m->hook.linear(ctx, m->hook.user, x, w, b, true);
+    return qt_linear(ctx, x, w, b, true);
 }
 
 qt_tensor *qt_gpt2_forward(qt_ctx *ctx, qt_gpt2 *m, qt_tensor *ids) {
@@ -144,11 +146,12 @@ qt_tensor *qt_gpt2_forward(qt_ctx *ctx, qt_gpt2 *m, qt_tensor *ids) {
         if (!sel[i]) return NULL;
         ((int32_t *)sel[i]->data)[0] = i;
     }
-    qt_tensor *x = qt_add(ctx, qt_embedding(ctx, m->wte, ids), qt_embedding(ctx, m->wpe, pos));
+    qt_tensor *wte = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->wte) : m->wte;
+    qt_tensor *x = qt_add(ctx, qt_embedding(ctx, wte, ids), qt_embedding(ctx, m->wpe, pos));
     for (int l = 0; l < c->n_layers; l++) {
         qt_gpt2_layer *L = &m->layers[l];
         qt_tensor *h = qt_layernorm(ctx, x, L->ln1_w, L->ln1_b, eps);
-        qt_tensor *qkv = conv1d(ctx, h, L->attn_w, L->attn_b); /* (B, T, 3*D) */
+        qt_tensor *qkv = conv1d(ctx, m, h, L->attn_w, L->attn_b); /* (B, T, 3*D) */
         int64_t s4[4] = {B * T, 3, H, hd};
         int perm[4] = {1, 0, 2, 3};                            /* (3, B*T, H, hd) */
         qkv = qt_permute(ctx, qt_reshape(ctx, qkv, 4, s4), perm);
@@ -164,11 +167,12 @@ qt_tensor *qt_gpt2_forward(qt_ctx *ctx, qt_gpt2 *m, qt_tensor *ids) {
         qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, part[0], part[1], part[2], 0.0f), 1, 2);
         int64_t s3[3] = {B, T, D};
         a = qt_reshape(ctx, a, 3, s3);
-        x = qt_add(ctx, x, conv1d(ctx, a, L->proj_w, L->proj_b));
+        x = qt_add(ctx, x, conv1d(ctx, m, a, L->proj_w, L->proj_b));
         h = qt_layernorm(ctx, x, L->ln2_w, L->ln2_b, eps);
-        h = qt_gelu(ctx, conv1d(ctx, h, L->fc_w, L->fc_b));
-        x = qt_add(ctx, x, conv1d(ctx, h, L->fc_proj_w, L->fc_proj_b));
+        h = qt_gelu(ctx, conv1d(ctx, m, h, L->fc_w, L->fc_b));
+        x = qt_add(ctx, x, conv1d(ctx, m, h, L->fc_proj_w, L->fc_proj_b));
     }
     x = qt_layernorm(ctx, x, m->lnf_w, m->lnf_b, eps);
-    return qt_matmul(ctx, x, m->lm_head, false, true);
+    if (m->hook.linear) return m->hook.linear(ctx, m->hook.user, x, m->lm_head, NULL, false);
+    return qt_linear(ctx, x, m->lm_head, NULL, false);
 }

@@ -305,6 +305,12 @@ qt_paramset *qt_model_params(qt_model *m) {
     return m->arch == QT_ARCH_GPT2 ? &m->gpt2.params : &m->llama.params;
 }
 
+void qt_model_set_hook(qt_model *m, const qt_linear_hook *hook) {
+    qt_linear_hook none = {0};
+    if (m->arch == QT_ARCH_GPT2) m->gpt2.hook = hook ? *hook : none;
+    else m->llama.hook = hook ? *hook : none;
+}
+
 /* --------------------------------------------------------------------- saving ---- */
 
 static qt_status write_text_atomic(const char *path, const char *text) {

@@ -122,10 +122,16 @@ static qt_tensor *split_heads(qt_ctx *ctx, qt_tensor *x, int64_t B, int64_t T, i
     return qt_transpose(ctx, qt_reshape(ctx, x, 4, s), 1, 2);
 }
 
-/* x @ w^T (+ b): nn.Linear, w (out, in), b (out) or NULL */
-static qt_tensor *linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b) {
-    qt_tensor *y = qt_matmul(ctx, x, w, false, true);
+qt_tensor *qt_linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b, bool w_io) {
+    qt_tensor *y = qt_matmul(ctx, x, w, false, !w_io);
     return b ? qt_add(ctx, y, b) : y;
+}
+
+/* x @ w^T (+ b): nn.Linear, w (out, in), b (out) or NULL; through the model's hook */
+static qt_tensor *linear(qt_ctx *ctx, const qt_llama *m, qt_tensor *x, qt_tensor *w,
+                         qt_tensor *b) {
+    if (m->hook.linear) return m->hook.linear(ctx, m->hook.user, x, w, b, false);
+    return qt_linear(ctx, x, w, b, false);
 }
 
 qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
@@ -143,12 +149,13 @@ qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
                            "attention is not implemented",
                            (long long)T, c->sliding_window);
     float eps = c->norm_eps;
-    qt_tensor *x = qt_embedding(ctx, m->embed, ids);
+    qt_tensor *table = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->embed) : m->embed;
+    qt_tensor *x = qt_embedding(ctx, table, ids);
     for (int l = 0; l < c->n_layers; l++) {
         qt_llama_layer *L = &m->layers[l];
         qt_tensor *h = qt_rmsnorm(ctx, x, L->attn_norm, eps);
-        qt_tensor *q = linear(ctx, h, L->wq, L->bq), *k = linear(ctx, h, L->wk, L->bk),
-                  *v = linear(ctx, h, L->wv, L->bv);
+        qt_tensor *q = linear(ctx, m, h, L->wq, L->bq), *k = linear(ctx, m, h, L->wk, L->bk),
+                  *v = linear(ctx, m, h, L->wv, L->bv);
         q = split_heads(ctx, q, B, T, c->n_heads, hd);
         k = split_heads(ctx, k, B, T, c->n_kv_heads, hd);
         v = split_heads(ctx, v, B, T, c->n_kv_heads, hd);
@@ -157,12 +164,12 @@ qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
         qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, q, k, v, 0.0f), 1, 2);
         int64_t s3[3] = {B, T, c->n_heads * hd};
         a = qt_reshape(ctx, a, 3, s3);
-        x = qt_add(ctx, x, qt_matmul(ctx, a, L->wo, false, true));
+        x = qt_add(ctx, x, linear(ctx, m, a, L->wo, NULL));
         h = qt_rmsnorm(ctx, x, L->ffn_norm, eps);
-        qt_tensor *g = qt_matmul(ctx, h, L->w_gate, false, true);
-        qt_tensor *u = qt_matmul(ctx, h, L->w_up, false, true);
-        x = qt_add(ctx, x, qt_matmul(ctx, qt_swiglu(ctx, g, u), L->w_down, false, true));
+        qt_tensor *g = linear(ctx, m, h, L->w_gate, NULL);
+        qt_tensor *u = linear(ctx, m, h, L->w_up, NULL);
+        x = qt_add(ctx, x, linear(ctx, m, qt_swiglu(ctx, g, u), L->w_down, NULL));
     }
     x = qt_rmsnorm(ctx, x, m->final_norm, eps);
-    return qt_matmul(ctx, x, m->lm_head, false, true);
+    return linear(ctx, m, x, m->lm_head, NULL);
 }

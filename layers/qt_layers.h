@@ -21,6 +21,24 @@
 extern "C" {
 #endif
 
+/* ------------------------------------------------------------ linear hook ---- */
+
+/* What QAT and LoRA change in a model: when `linear` is set, every Linear layer (and the
+ * lm_head) calls it instead of its matmul, and every embedding lookup takes its table
+ * from `embedding` when that is set. w is the parameter (w->name is its checkpoint name,
+ * "model.layers.3.mlp.up_proj.weight"), b its bias or NULL. w_io: w is (in, out) and
+ * y = x w + b (GPT-2's Conv1D); otherwise w is (out, in) and y = x w^T + b (nn.Linear).
+ * A hook returns NULL with the context failed on error. Zeroed = no hook. */
+typedef struct qt_linear_hook {
+    qt_tensor *(*linear)(qt_ctx *ctx, void *user, qt_tensor *x, qt_tensor *w, qt_tensor *b,
+                         bool w_io);
+    qt_tensor *(*embedding)(qt_ctx *ctx, void *user, qt_tensor *w);
+    void *user;
+} qt_linear_hook;
+
+/* The plain Linear every hook falls back to: x w^T + b, or x w + b when w_io. */
+qt_tensor *qt_linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b, bool w_io);
+
 /* ------------------------------------------------------------------ llama ---- */
 
 typedef struct {
@@ -62,6 +80,7 @@ typedef struct {
     qt_llama_layer *layers; /* (n_layers) */
     qt_tensor *final_norm; /* (dim) */
     qt_tensor *lm_head;    /* (vocab, dim); == embed when tied */
+    qt_linear_hook hook;   /* QAT / LoRA; zeroed = plain layers */
 } qt_llama;
 
 /* Validates the config, registers and allocates the parameters, and initialises them
@@ -108,6 +127,7 @@ typedef struct {
     qt_gpt2_layer *layers;     /* (n_layers) transformer.h.N */
     qt_tensor *lnf_w, *lnf_b;  /* (dim) transformer.ln_f */
     qt_tensor *lm_head;        /* (vocab, dim); == wte unless cfg.untied */
+    qt_linear_hook hook;       /* QAT / LoRA; zeroed = plain layers */
 } qt_gpt2;
 
 /* As qt_llama_init, with GPT-2's init: normal(0, 0.02), c_proj weights normal(0,
@@ -146,6 +166,8 @@ void qt_model_free(qt_model *m);
 /* ids (B, T) i32 -> logits (B, T, vocab), whatever the architecture. */
 qt_tensor *qt_model_forward(qt_ctx *ctx, qt_model *m, qt_tensor *ids);
 qt_paramset *qt_model_params(qt_model *m);
+/* Installs (or, with NULL, removes) the hook every Linear and embedding goes through. */
+void qt_model_set_hook(qt_model *m, const qt_linear_hook *hook);
 
 /* Writes a checkpoint transformers loads (from_pretrained): config.json and
  * model.safetensors with every parameter in `dtype` (QT_F32, or QT_BF16 / QT_F16, rounded

@@ -79,6 +79,26 @@ static qt_tensor *f_swiglu(qt_ctx *c, qt_tensor **x) { return qt_swiglu(c, x[0],
 static qt_tensor *f_dropout(qt_ctx *c, qt_tensor **x) { return qt_dropout(c, x[0], 0.4f, 99); }
 static qt_tensor *f_ce(qt_ctx *c, qt_tensor **x) { return qt_cross_entropy(c, x[0], x[1], 3); }
 
+/* a caller-defined op, y = a * b^2 elementwise, through qt_custom */
+static qt_status sq_fwd(qt_ctx *c, qt_tensor *const *in, int n, qt_tensor *out, void *st) {
+    const float *a = in[0]->data, *b = in[1]->data;
+    float *y = out->data;
+    for (int64_t i = 0; i < qt_numel(out); i++) y[i] = a[i] * b[i] * b[i];
+    return QT_OK;
+}
+static qt_status sq_bwd(qt_ctx *c, qt_tensor *const *in, int n, qt_tensor *out, void *st) {
+    const float *a = in[0]->data, *b = in[1]->data, *dy = out->grad;
+    for (int64_t i = 0; i < qt_numel(out); i++) {
+        if (in[0]->grad) in[0]->grad[i] += dy[i] * b[i] * b[i];
+        if (in[1]->grad) in[1]->grad[i] += dy[i] * 2.0f * a[i] * b[i];
+    }
+    return QT_OK;
+}
+static const qt_custom_fn sq_fn = {"a*b^2", sq_fwd, sq_bwd};
+static qt_tensor *f_custom(qt_ctx *c, qt_tensor **x) {
+    return qt_custom(c, &sq_fn, 2, x, x[0]->ndim, x[0]->shape, NULL);
+}
+
 static const gcase cases[] = {
     {"matmul nn 2d", QT_OP_MATMUL, 2, {2, 2}, {{5, 4}, {4, 3}}, {0}, {0}, f_mm_nn},
     {"matmul tt batched", QT_OP_MATMUL, 2, {3, 3}, {{2, 4, 5}, {2, 3, 4}}, {0}, {0}, f_mm_tt},
@@ -113,6 +133,7 @@ static const gcase cases[] = {
     {"gelu", QT_OP_GELU, 1, {2}, {{4, 5}}, {0}, {0}, f_gelu},
     {"swiglu", QT_OP_SWIGLU, 2, {2, 2}, {{4, 5}, {4, 5}}, {0}, {0}, f_swiglu},
     {"dropout", QT_OP_DROPOUT, 1, {2}, {{6, 7}}, {0}, {0}, f_dropout},
+    {"custom a*b^2", QT_OP_CUSTOM, 2, {2, 2}, {{3, 5}, {3, 5}}, {0}, {0}, f_custom},
     {"cross_entropy", QT_OP_CROSS_ENTROPY, 2, {3, 2}, {{2, 4, 7}, {2, 4}}, {0, 7}, {0},
      f_ce},
 };
