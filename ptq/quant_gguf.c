@@ -675,15 +675,18 @@ qt_status qt_ggml_quantize_row(qt_ggml_type type, const float *src, void *dst, i
     return QT_OK;
 }
 
-/* The non-finite policy of qt_quant.h; a local copy so this file does not depend on
- * the order in which qformat.c lands (same message shape as qt_check_finite). */
-static qt_status check_finite(const float *w, int64_t rows, int64_t cols) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++)
-            if (!isfinite(w[r * cols + c]))
-                return QT_ERROR(QT_ENUMERIC, "quantize: non-finite weight %g at (row %lld, col %lld)",
-                                (double)w[r * cols + c], (long long)r, (long long)c);
-    return QT_OK;
+static bool row_finite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return false;
+    return true;
+}
+
+/* Finite weights too large for a block's f16 scale (|w| beyond about 65504 times the
+ * type's code range) would dequantize to inf, as llama.cpp's would: refused instead,
+ * as the INT formats refuse a scale their dtype cannot hold. */
+static qt_status scale_overflow(const qt_qformat *f, int64_t row) {
+    return QT_ERROR(QT_ENUMERIC, "%s: row %lld: a block scale overflows f16 (weights too large "
+                                 "for this format)", qt_ggml_type_name(f->ggml), (long long)row);
 }
 
 static qt_status check_shape(const qt_qformat *f, int64_t rows, int64_t cols, size_t *row_bytes) {
@@ -711,14 +714,31 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
     size_t row_bytes = 0;
     qt_status s = check_shape(f, rows, cols, &row_bytes);
     if (s != QT_OK) return s;
-    if ((s = check_finite(w, rows, cols)) != QT_OK) return s;
+    if ((s = qt_check_finite(w, rows, cols)) != QT_OK) return s;
     uint8_t *blocks = malloc((size_t)rows * row_bytes);
     if (!blocks)
         return QT_ERROR(QT_ENOMEM, "gguf quantize: %zu bytes of blocks", (size_t)rows * row_bytes);
     const qt_ggml_type type = f->ggml;
-#pragma omp parallel for schedule(static) if (rows * cols >= GGUF_OMP_MIN_ELEMS)
-    for (int64_t r = 0; r < rows; r++)
-        qt_ggml_quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols);
+    int64_t bad_row = -1; /* the first row whose f16 block scale overflowed */
+#pragma omp parallel if (rows * cols >= GGUF_OMP_MIN_ELEMS)
+    {
+        float *chk = malloc((size_t)cols * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            qt_ggml_quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols);
+            if (!chk) continue;
+            qt_ggml_dequantize(type, blocks + (size_t)r * row_bytes, chk, cols);
+            if (!row_finite(chk, cols)) {
+#pragma omp critical(qt_gguf_bad_row)
+                if (bad_row < 0 || r < bad_row) bad_row = r;
+            }
+        }
+        free(chk);
+    }
+    if (bad_row >= 0) {
+        free(blocks);
+        return scale_overflow(f, bad_row);
+    }
     out->fmt = *f;
     out->rows = rows;
     out->cols = cols;
@@ -743,9 +763,10 @@ qt_status qt_gguf_fake_quant(const qt_qformat *f, const float *w, int64_t rows, 
     size_t row_bytes = 0;
     qt_status s = check_shape(f, rows, cols, &row_bytes);
     if (s != QT_OK) return s;
-    if ((s = check_finite(w, rows, cols)) != QT_OK) return s;
+    if ((s = qt_check_finite(w, rows, cols)) != QT_OK) return s;
     const qt_ggml_type type = f->ggml;
     int failed = 0;
+    int64_t bad_row = -1;
 #pragma omp parallel if (rows * cols >= GGUF_OMP_MIN_ELEMS) reduction(| : failed)
     {
         /* one row of blocks per thread; the row is quantized before out (which may alias
@@ -757,11 +778,16 @@ qt_status qt_gguf_fake_quant(const qt_qformat *f, const float *w, int64_t rows, 
             if (!buf) continue;
             qt_ggml_quantize_row(type, w + r * cols, buf, cols);
             qt_ggml_dequantize(type, buf, out + r * cols, cols);
+            if (!row_finite(out + r * cols, cols)) {
+#pragma omp critical(qt_gguf_bad_row)
+                if (bad_row < 0 || r < bad_row) bad_row = r;
+            }
         }
         free(buf);
     }
     if (failed)
         return QT_ERROR(QT_ENOMEM, "gguf fake_quant: %zu bytes of row buffer", row_bytes);
+    if (bad_row >= 0) return scale_overflow(f, bad_row);
     if (mask) memset(mask, 1, (size_t)rows * (size_t)cols);
     return QT_OK;
 }
