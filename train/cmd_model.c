@@ -13,6 +13,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "loop.h"
+#include "qat_recipe.h"
 #include "qt_formats.h"
 #include "recipe.h"
 
@@ -22,13 +23,58 @@ typedef struct {
     qt_model m;
     qt_tokenizer *tok; /* NULL: bytes */
     qt_ckpt_state cs;
+    qt_recipe_qat qcfg;
+    qt_qat *qat;       /* fake-quant as the recipe's qat: section says, or NULL */
 } trained;
+
+static int load_model(const char *cmd, const char *path, trained *t);
+
+/* Applies QAT fake-quant to the loaded model: the qat: section of `qat_recipe` when
+ * given (any model, e.g. a float one: round-to-nearest PTQ of that format), else that
+ * of the checkpoint's own recipe (a QAT-trained model is evaluated quantized). */
+static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
+    qt_recipe qr;
+    const qt_recipe *src = &t->r;
+    const char *name = "the checkpoint's recipe";
+    if (qat_recipe) {
+        qt_recipe_defaults(&qr);
+        qt_status st = qt_recipe_load(qat_recipe, &qr);
+        if (st == QT_OK && !qt_recipe_has_qat(&qr))
+            st = QT_ERROR(QT_EINVAL, "%s: has no qat: section (qat.weight.format or "
+                                     "qat.activation.format)", qat_recipe);
+        if (st != QT_OK) {
+            fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+            return 2;
+        }
+        src = &qr;
+        name = qat_recipe;
+    }
+    qt_status st = qt_recipe_qat_prepare(src, name, &t->m, &t->qcfg, &t->qat);
+    if (st != QT_OK) {
+        fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+        return qt_cli_exit_code(st);
+    }
+    return 0;
+}
+
+/* load_model, then QAT as apply_qat says. */
+static int load_trained(const char *cmd, const char *path, const char *qat_recipe, trained *t) {
+    int rc = load_model(cmd, path, t);
+    if (rc) return rc;
+    rc = apply_qat(cmd, qat_recipe, t);
+    if (rc) {
+        qt_model_free(&t->m);
+        qt_tokenizer_free(t->tok);
+        t->tok = NULL;
+    }
+    return rc;
+}
 
 /* A qtrain checkpoint: rebuilds the model it was trained as (from its stored recipe:
  * new, or model.from), loads its weights and its tokenizer. An HF directory or a GGUF
  * file: loads the pretrained model and its tokenizer. On failure prints the reason for
  * `cmd` and returns the exit code; 0 on success (free with trained_free). */
-static int load_trained(const char *cmd, const char *path, trained *t) {
+static int load_model(const char *cmd, const char *path, trained *t) {
     memset(t, 0, sizeof *t);
     struct stat sb;
     size_t pl = strlen(path);
@@ -63,6 +109,8 @@ static int load_trained(const char *cmd, const char *path, trained *t) {
 }
 
 static void trained_free(trained *t) {
+    qt_qat_free(t->qat);
+    t->qat = NULL;
     qt_model_free(&t->m);
     qt_tokenizer_free(t->tok);
     t->tok = NULL;
@@ -138,17 +186,27 @@ static qt_status perplexity(qt_model *m, const int32_t *text, long n, long ctxle
 }
 
 int qt_cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *qat_recipe = NULL;
     long context = 0, stride = 0;
+    bool convert = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: qtrain eval MODEL --data FILE [--context N] [--stride S]\n"
+            printf("usage: qtrain eval MODEL --data FILE [--context N] [--stride S] [--qat RECIPE]\n"
+                   "                  [--convert]\n"
                    "  MODEL: a qtrain checkpoint (.h5), an HF directory or a GGUF file\n"
                    "  perplexity per token of FILE by sliding windows of N tokens (default the\n"
-                   "  model's max_seq_len) advancing S tokens (default N/2)\n");
+                   "  model's max_seq_len) advancing S tokens (default N/2)\n"
+                   "  A checkpoint trained with QAT is evaluated quantized (its fake-quant on).\n"
+                   "  --qat RECIPE: fake-quant as RECIPE's qat: section says instead (on a float\n"
+                   "    model: round-to-nearest PTQ in that format)\n"
+                   "  --convert: quantize the weights for real through the quantizer and evaluate\n"
+                   "    their dequantized values (what an export holds); equals the fake-quant\n"
+                   "    perplexity exactly\n");
             return 0;
         }
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--qat") && i + 1 < argc) qat_recipe = argv[++i];
+        else if (!strcmp(argv[i], "--convert")) convert = true;
         else if (!strcmp(argv[i], "--context")) {
             if (!parse_flag_long("eval", "--context", i + 1 < argc ? argv[++i] : NULL, 1, &context))
                 return 2;
@@ -167,9 +225,25 @@ int qt_cmd_eval(int argc, char **argv) {
         return 2;
     }
     trained t;
-    int rc = load_trained("eval", model, &t);
+    int rc = load_trained("eval", model, qat_recipe, &t);
     if (rc) return rc;
     qt_status st = QT_OK;
+    char qdesc[300] = "";
+    if (t.qat) {
+        char d[256];
+        snprintf(qdesc, sizeof qdesc, ", quantized (%s%s)", qt_qat_describe(t.qat, d, sizeof d),
+                 convert ? ", converted" : ", fake-quant");
+    }
+    if (convert && !t.qat) {
+        fprintf(stderr, "qtrain eval: --convert needs a QAT model or --qat RECIPE\n");
+        trained_free(&t);
+        return 2;
+    }
+    if (convert && (st = qt_qat_convert(t.qat, NULL, NULL)) != QT_OK) {
+        fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
+        trained_free(&t);
+        return qt_cli_exit_code(st);
+    }
     if (!context) context = qt_model_context(&t.m);
     if (!stride) stride = context / 2 ? context / 2 : 1;
     if (stride > context) {
@@ -215,8 +289,9 @@ int qt_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
         return qt_cli_exit_code(st);
     }
-    printf("qtrain eval: %s on %s: %ld tokens (%s), context %ld, stride %ld: loss %.4f, "
-           "perplexity %.4f\n", model, data, count, t.r.data.tokenizer, context, stride, nll / (double)count, ppl);
+    printf("qtrain eval: %s%s on %s: %ld tokens (%s), context %ld, stride %ld: loss %.4f, "
+           "perplexity %.4f\n", model, qdesc, data, count, t.r.data.tokenizer, context, stride,
+           nll / (double)count, ppl);
     return 0;
 }
 
@@ -252,7 +327,7 @@ int qt_cmd_generate(int argc, char **argv) {
         return 2;
     }
     trained t;
-    int rc = load_trained("generate", model, &t);
+    int rc = load_trained("generate", model, NULL, &t);
     if (rc) return rc;
     char *out = NULL;
     qt_ctx *ctx = qt_ctx_new();
@@ -352,7 +427,7 @@ int qt_cmd_info(int argc, char **argv) {
     fclose(f);
     if (got == 8 && !memcmp(magic, "\x89HDF\r\n\x1a\n", 8)) {
         trained t;
-        int rc = load_trained("info", path, &t);
+        int rc = load_model("info", path, &t);
         if (rc) return rc;
         const qt_recipe *rp = &t.r;
         printf("%s: qtrain checkpoint of run \"%s\" after %ld steps (data epoch %ld, seed %ld)\n",

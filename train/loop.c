@@ -15,6 +15,7 @@
 
 #include "checkpoint.h"
 #include "loop.h"
+#include "qat_recipe.h"
 #include "qt_data.h"
 #include "qt_layers.h"
 #include "qt_train.h"
@@ -160,14 +161,41 @@ qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const c
     return st;
 }
 
-qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
+/* depth guards a checkpoint whose recipe names itself (or a cycle) as model.from */
+static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok, int depth) {
     memset(m, 0, sizeof *m);
     *tok = NULL;
     const char *from = r->model.from;
-    size_t fl = strlen(from);
-    bool gguf = fl > 5 && !strcmp(from + fl - 5, ".gguf");
+    bool gguf = ends_with(from, ".gguf"), h5 = ends_with(from, ".h5");
+    qt_tokenizer *base_tok = NULL; /* a checkpoint's own tokenizer */
     qt_status st;
-    if (from[0]) {
+    if (h5) {
+        /* a qtrain checkpoint: the model its recipe describes, with its trained weights */
+        if (depth > 8)
+            return QT_ERROR(QT_EINVAL, "%s: model.from chain deeper than 8 checkpoints (a cycle?)",
+                            from);
+        char *text = NULL;
+        qt_recipe base;
+        qt_recipe_defaults(&base);
+        st = qt_checkpoint_recipe(from, &text);
+        if (st == QT_OK) st = qt_recipe_load_string(from, text, &base);
+        free(text);
+        if (st == QT_OK) st = recipe_model(&base, m, &base_tok, depth + 1);
+        if (st == QT_OK) {
+            qt_ckpt_state cs;
+            st = qt_checkpoint_load(from, qt_model_params(m), NULL, &cs);
+            if (st != QT_OK) {
+                qt_model_free(m);
+                qt_tokenizer_free(base_tok);
+                base_tok = NULL;
+            }
+        }
+    } else if (from[0]) {
         st = gguf ? qt_model_load_gguf(m, from) : qt_model_load_hf(m, from);
     } else {
         qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
@@ -188,7 +216,10 @@ qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
     } else if (!strcmp(tk, "model")) {
         char path[QT_PATH_MAX + 32];
         if (!from[0]) st = QT_ERROR(QT_EINVAL, "data.tokenizer \"model\" needs model.from");
-        else if (gguf) st = qt_tokenizer_load_gguf(from, tok);
+        else if (h5) {
+            *tok = base_tok; /* NULL when the checkpoint was trained on bytes */
+            base_tok = NULL;
+        } else if (gguf) st = qt_tokenizer_load_gguf(from, tok);
         else {
             snprintf(path, sizeof path, "%s/tokenizer.json", from);
             st = qt_tokenizer_load_json(path, tok);
@@ -196,6 +227,7 @@ qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
     } else {
         st = qt_tokenizer_load_json(tk, tok);
     }
+    qt_tokenizer_free(base_tok);
     if (st == QT_OK && *tok && qt_tokenizer_vocab_size(*tok) > model_vocab(m))
         st = QT_ERROR(QT_EINVAL, "the tokenizer has %d ids, more than the model's vocabulary of %d",
                       qt_tokenizer_vocab_size(*tok), model_vocab(m));
@@ -205,6 +237,10 @@ qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
         qt_model_free(m);
     }
     return st;
+}
+
+qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
+    return recipe_model(r, m, tok, 0);
 }
 
 static void print_sample(const char *text) {
@@ -234,7 +270,10 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_status st = qt_recipe_model(r, &model, &tok);
     if (st != QT_OK) return st;
     qt_paramset *ps = qt_model_params(&model);
-    st = make_dirs(r->output.dir);
+    qt_recipe_qat qcfg;
+    qt_qat *qat = NULL;
+    st = qt_recipe_qat_prepare(r, "recipe", &model, &qcfg, &qat);
+    if (st == QT_OK) st = make_dirs(r->output.dir);
     qt_dataset ds = {0};
     qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL
                          : !strcmp(r->data.format, "text") ? QT_DATA_TEXT
@@ -244,6 +283,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                             .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir};
     if (st == QT_OK) st = qt_dataset_open(&ds, &dc);
     if (st != QT_OK) {
+        qt_qat_free(qat);
         qt_tokenizer_free(tok);
         qt_model_free(&model);
         return st;
@@ -279,6 +319,11 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                (long long)ds.n_tokens, ds.from_cache ? " from cache" : "", r->data.tokenizer,
                (long long)ds.n_train, (long long)ds.n_val, (long long)T, (long long)B,
                r->train.grad_accum, qt_get_num_threads());
+        if (qat) {
+            char d[256];
+            printf("QAT: %s, fake-quant from step %ld\n", qt_qat_describe(qat, d, sizeof d),
+                   r->qat.start_step);
+        }
         fflush(stdout);
     }
 
@@ -312,6 +357,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     for (long step = start; st == QT_OK && step < r->train.steps; step++) {
         float lr = qt_lr_at(step, r->train.steps, r->optimizer.lr, r->schedule.warmup,
                             r->schedule.decay, r->schedule.min_lr_ratio);
+        if (qat) qt_qat_set_enabled(qat, step >= r->qat.start_step);
         double loss = 0.0;
         for (int micro = 0; micro < r->train.grad_accum && st == QT_OK; micro++) {
             qt_ctx_reset(ctx);
@@ -417,6 +463,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     free(tgt);
     qt_ctx_free(ctx);
     qt_adamw_free(&opt);
+    qt_qat_free(qat);
     qt_model_free(&model);
     qt_tokenizer_free(tok);
     qt_dataset_close(&ds);

@@ -15,9 +15,10 @@
 
 #include <yaml.h>
 
+#include "qat_recipe.h"
 #include "recipe.h"
 
-typedef enum { K_STR, K_INT, K_LONG, K_FLOAT, K_BOOL, K_FLOAT2 } key_kind;
+typedef enum { K_STR, K_INT, K_LONG, K_FLOAT, K_BOOL, K_FLOAT2, K_STRLIST } key_kind;
 
 typedef struct {
     const char *key;
@@ -86,6 +87,43 @@ static const keydef keys[] = {
      "shape after warmup"},
     {"schedule.min_lr_ratio", K_FLOAT, F(schedule.min_lr_ratio), 0, 1, NULL,
      "final lr as a fraction of lr (cosine, linear)"},
+    {"qat.weight.format", K_STR, F(qat.weight.format), 0, 0,
+     "none|int2|int3|int4|int5|int6|int7|int8|nf4|fp4|fp8_e4m3|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|"
+     "q5_1|q2_k|q3_k|q4_k|q5_k|q6_k",
+     "weight fake-quant format (the quantizer core's; what `convert` and export produce)"},
+    {"qat.weight.granularity", K_STR, F(qat.weight.granularity), 0, 0, "group|channel|tensor",
+     "int: one scale per group of inputs, per output row, or per matrix; fp8: channel|tensor"},
+    {"qat.weight.group_size", K_INT, F(qat.weight.group_size), 0, 65536, NULL,
+     "int: inputs per group (divides every selected layer's rows); nf4/fp4: blocksize; "
+     "0 = format default (int 32, nf4/fp4 64)"},
+    {"qat.weight.symmetric", K_BOOL, F(qat.weight.symmetric), 0, 0, NULL,
+     "int: symmetric (zero point 2^(b-1)) or asymmetric (a zero point per group)"},
+    {"qat.weight.scale_dtype", K_STR, F(qat.weight.scale_dtype), 0, 0, "f32|f16|bf16",
+     "int: dtype the scales are stored (and rounded) in"},
+    {"qat.weight.double_quant", K_BOOL, F(qat.weight.double_quant), 0, 0, NULL,
+     "nf4/fp4: 8-bit double quantization of the absmax (bitsandbytes' compress_statistics)"},
+    {"qat.activation.format", K_STR, F(qat.activation.format), 0, 0,
+     "none|int2|int3|int4|int5|int6|int7|int8", "activation fake-quant on the inputs of the "
+     "selected Linear layers"},
+    {"qat.activation.granularity", K_STR, F(qat.activation.granularity), 0, 0,
+     "per_token|per_tensor", "per_token: a scale per token (dynamic); per_tensor: one scale "
+     "(static, from an observer)"},
+    {"qat.activation.dynamic", K_BOOL, F(qat.activation.dynamic), 0, 0, NULL,
+     "scales from each batch (per_token) or from an observer (per_tensor: false)"},
+    {"qat.activation.symmetric", K_BOOL, F(qat.activation.symmetric), 0, 0, NULL,
+     "symmetric or asymmetric (torchao's 8da4w: asymmetric)"},
+    {"qat.activation.observer", K_STR, F(qat.activation.observer), 0, 0, "minmax|moving_average",
+     "static range: running min/max, or a moving average of each batch's"},
+    {"qat.activation.averaging_constant", K_FLOAT, F(qat.activation.averaging_constant), 1e-6, 1,
+     NULL, "moving_average: min += c (batch_min - min) (torch's default 0.01)"},
+    {"qat.layers", K_STRLIST, F(qat.layers), 0, 0, NULL,
+     "module-name globs of the Linear layers to fake-quant, e.g. [\"*.q_proj\", \"*.mlp.*\"]; "
+     "[] = every Linear"},
+    {"qat.embeddings", K_BOOL, F(qat.embeddings), 0, 0, NULL,
+     "also fake-quant the token embedding (weights only)"},
+    {"qat.lm_head", K_BOOL, F(qat.lm_head), 0, 0, NULL, "also fake-quant the output projection"},
+    {"qat.start_step", K_LONG, F(qat.start_step), 0, BIG, NULL,
+     "fake-quant turns on at this step (torchtune: about half-way works best)"},
     {"output.dir", K_STR, F(output.dir), 0, 0, NULL, "run directory (metrics, checkpoints)"},
     {"output.log_every", K_INT, F(output.log_every), 1, 1 << 30, NULL,
      "print and record metrics every N steps"},
@@ -138,6 +176,20 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->output.eval_every = 0;
     r->output.eval_batches = 8;
     r->output.sample_tokens = 200;
+    strcpy(r->qat.weight.format, "none");
+    strcpy(r->qat.weight.granularity, "group");
+    r->qat.weight.symmetric = true;
+    strcpy(r->qat.weight.scale_dtype, "f16");
+    r->qat.weight.double_quant = true;
+    strcpy(r->qat.activation.format, "none");
+    strcpy(r->qat.activation.granularity, "per_token");
+    r->qat.activation.dynamic = true;
+    strcpy(r->qat.activation.observer, "moving_average");
+    r->qat.activation.averaging_constant = 0.01f;
+}
+
+bool qt_recipe_has_qat(const qt_recipe *r) {
+    return strcmp(r->qat.weight.format, "none") || strcmp(r->qat.activation.format, "none");
 }
 
 static const keydef *find_key(const char *key) {
@@ -161,6 +213,7 @@ static const char *kind_name(key_kind k) {
     case K_LONG: return "an integer";
     case K_FLOAT: return "a number";
     case K_BOOL: return "true or false";
+    case K_STRLIST: return "a list of strings";
     default: return "a list of two numbers";
     }
 }
@@ -216,6 +269,20 @@ static bool parse_scalar(const keydef *k, const char *s, int slot, qt_recipe *r,
             return false;
         }
         ((float *)dst)[slot] = (float)v;
+        return true;
+    }
+    case K_STRLIST: { /* appends one entry; entries are '\n'-separated */
+        size_t have = strlen(dst), add = strlen(s);
+        if (!add || strchr(s, '\n')) {
+            snprintf(why, whyn, "%s entries must be non-empty single-line strings", k->key);
+            return false;
+        }
+        if (have + add + 2 > k->size) {
+            snprintf(why, whyn, "%s is longer than %zu bytes in all", k->key, k->size - 1);
+            return false;
+        }
+        if (have) dst[have++] = '\n';
+        memcpy(dst + have, s, add + 1);
         return true;
     }
     case K_BOOL:
@@ -287,6 +354,24 @@ static qt_status walk(walk_ctx *w, yaml_node_t *map, const char *prefix) {
                     return fail_at(w, vn, QT_EINVAL, why);
                 }
                 if (!parse_scalar(k, (const char *)e->data.scalar.value, i, w->r, why, sizeof why))
+                    return fail_at(w, e, QT_EINVAL, why);
+            }
+            continue;
+        }
+        if (k->kind == K_STRLIST) {
+            if (vn->type != YAML_SEQUENCE_NODE) {
+                snprintf(why, sizeof why, "%s must be a list of strings, like [\"*.q_proj\"]", path);
+                return fail_at(w, vn, QT_EINVAL, why);
+            }
+            ((char *)w->r + k->off)[0] = 0;
+            for (yaml_node_item_t *it = vn->data.sequence.items.start;
+                 it < vn->data.sequence.items.top; it++) {
+                yaml_node_t *e = yaml_document_get_node(w->doc, *it);
+                if (!e || e->type != YAML_SCALAR_NODE) {
+                    snprintf(why, sizeof why, "%s must be a list of strings", path);
+                    return fail_at(w, e ? e : vn, QT_EINVAL, why);
+                }
+                if (!parse_scalar(k, (const char *)e->data.scalar.value, 0, w->r, why, sizeof why))
                     return fail_at(w, e, QT_EINVAL, why);
             }
             continue;
@@ -370,6 +455,23 @@ qt_status qt_recipe_set(qt_recipe *r, const char *assignment) {
             return QT_ERROR(QT_EINVAL, "--set: %s", why);
         return QT_OK;
     }
+    if (k->kind == K_STRLIST) { /* "a,b,c" or "[a, b]"; empty = [] */
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *s = buf;
+        if (*s == '[') s++;
+        char *close = strchr(s, ']');
+        if (close) *close = 0;
+        ((char *)r + k->off)[0] = 0;
+        for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+            while (*tok == ' ' || *tok == '"') tok++;
+            size_t n2 = strlen(tok);
+            while (n2 && (tok[n2 - 1] == ' ' || tok[n2 - 1] == '"')) tok[--n2] = 0;
+            if (n2 && !parse_scalar(k, tok, 0, r, why, sizeof why))
+                return QT_ERROR(QT_EINVAL, "--set: %s", why);
+        }
+        return QT_OK;
+    }
     if (!parse_scalar(k, v, 0, r, why, sizeof why)) return QT_ERROR(QT_EINVAL, "--set: %s", why);
     return QT_OK;
 }
@@ -384,6 +486,11 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (!r->data.tokenizer[0]) return QT_ERROR(QT_EINVAL, "%s: data.tokenizer is empty", p);
     if (!strcmp(r->data.tokenizer, "model") && !r->model.from[0])
         return QT_ERROR(QT_EINVAL, "%s: data.tokenizer \"model\" needs model.from", p);
+    if (qt_recipe_has_qat(r)) {
+        qt_recipe_qat q;
+        qt_status st = qt_recipe_qat_config(r, p, &q);
+        if (st != QT_OK) return st;
+    }
     if (r->model.from[0]) return QT_OK; /* sizes come from the checkpoint */
     if (!strcmp(r->data.tokenizer, "bytes") && r->model.vocab_size < 256)
         return QT_ERROR(QT_EINVAL, "%s: model.vocab_size must be >= 256 with the bytes tokenizer, "
@@ -411,6 +518,16 @@ static void print_value(FILE *f, const keydef *k, const qt_recipe *r) {
     case K_FLOAT2:
         fprintf(f, "[%g, %g]", (double)((const float *)src)[0], (double)((const float *)src)[1]);
         break;
+    case K_STRLIST:
+        fputc('[', f);
+        for (const char *p = src; *p;) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            fprintf(f, "%s\"%.*s\"", p == src ? "" : ", ", (int)n, p);
+            p += n + (nl ? 1 : 0);
+        }
+        fputc(']', f);
+        break;
     }
 }
 
@@ -437,22 +554,24 @@ void qt_recipe_print_keys(FILE *f) {
 }
 
 void qt_recipe_write(FILE *f, const qt_recipe *r) {
-    const char *section = "";
-    size_t slen = 0;
+    const char *prev = ""; /* previous key: the sections it shares with this one stay open */
     for (int i = 0; i < N_KEYS; i++) {
-        const keydef *k = &keys[i];
-        const char *dot = strchr(k->key, '.');
-        if (!dot) {
-            fprintf(f, "%s: ", k->key);
-        } else {
-            if ((size_t)(dot - k->key) != slen || strncmp(section, k->key, slen)) {
-                section = k->key;
-                slen = (size_t)(dot - k->key);
-                fprintf(f, "%.*s:\n", (int)slen, section);
-            }
-            fprintf(f, "  %s: ", dot + 1);
+        const char *key = keys[i].key;
+        /* length of the common section prefix (whole components ending in '.') */
+        size_t common = 0;
+        for (size_t j = 0; key[j] && key[j] == prev[j]; j++)
+            if (key[j] == '.') common = j + 1;
+        int depth = 0;
+        for (size_t j = 0; j < common; j++) depth += key[j] == '.';
+        /* open the sections after the common prefix */
+        const char *p = key + common;
+        for (const char *dot; (dot = strchr(p, '.')); p = dot + 1) {
+            fprintf(f, "%*s%.*s:\n", 2 * depth, "", (int)(dot - p), p);
+            depth++;
         }
-        print_value(f, k, r);
+        fprintf(f, "%*s%s: ", 2 * depth, "", p);
+        print_value(f, &keys[i], r);
         fputc('\n', f);
+        prev = key;
     }
 }

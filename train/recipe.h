@@ -45,6 +45,26 @@ typedef struct {
         char decay[16]; /* cosine | linear | constant */
         float min_lr_ratio;
     } schedule;
+    struct {                        /* absent / format none = no fake-quant */
+        struct {
+            char format[16];        /* none | int2..int8 | nf4 | fp4 | fp8_e4m3 | ... | q6_k */
+            char granularity[16];   /* group | channel | tensor (int; fp8: channel | tensor) */
+            int group_size;         /* int: G; nf4/fp4: blocksize; 0 = format default */
+            bool symmetric;
+            char scale_dtype[8];    /* f32 | f16 | bf16 (int) */
+            bool double_quant;      /* nf4/fp4 */
+        } weight;
+        struct {
+            char format[16];        /* none | int2..int8 */
+            char granularity[16];   /* per_token (dynamic) | per_tensor (static, observer) */
+            bool dynamic, symmetric;
+            char observer[16];      /* minmax | moving_average */
+            float averaging_constant;
+        } activation;
+        char layers[1024];          /* '\n'-separated module-name globs; "" = every Linear */
+        bool embeddings, lm_head;
+        long start_step;            /* fake-quant turns on at this step */
+    } qat;
     struct {
         char dir[QT_PATH_MAX];
         int log_every, eval_every, eval_batches, checkpoint_every, sample_tokens;
@@ -63,6 +83,9 @@ qt_status qt_recipe_load_string(const char *name, const char *text, qt_recipe *r
 qt_status qt_recipe_set(qt_recipe *r, const char *assignment);
 /* Cross-key checks (seq_len <= max_seq_len, ...), after loading and overrides. */
 qt_status qt_recipe_validate(const qt_recipe *r, const char *path);
+/* True when the recipe asks for QAT (a weight format or activation fake-quant). */
+bool qt_recipe_has_qat(const qt_recipe *r);
+
 /* Writes the documented key table (key, type, default, meaning). */
 void qt_recipe_print_keys(FILE *f);
 /* Writes the resolved recipe as YAML (into the run directory and checkpoints). */

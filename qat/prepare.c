@@ -1,0 +1,290 @@
+/*
+ * prepare.c - QAT prepare / convert (torchao's QATQuantizer.prepare / convert, on our
+ * model's linear hook instead of module swapping).
+ *
+ * prepare selects the Linear weights whose module name matches one of the recipe's
+ * globs (plus, on request, the token embedding and the lm_head), checks the format fits
+ * each of them, and hooks the model: a selected Linear computes
+ *     y = fq_act(x) fq_w(W)^T + b
+ * where fq_w is the quantizer core's fake_quant and fq_act the activation config
+ * (dynamic per token, or static per tensor with a min-max / moving-average observer that
+ * learns its range while grad mode is on, as torch's observers do in training mode).
+ * convert quantizes each selected weight for real with the same quantizer and writes its
+ * dequantized values back, so evaluation after convert computes with exactly the values
+ * a deployment runtime will see.
+ */
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qt_qat.h"
+
+typedef struct {
+    qt_tensor *w;       /* the weight (a parameter of the model) */
+    bool as_linear;     /* used by a Linear (the lm_head of a tied model shares embed's w) */
+    bool act;           /* activation fake-quant on its input */
+    bool converted;     /* weights already hold their dequantized values */
+    char module[128];   /* "model.layers.0.mlp.up_proj" */
+    /* static activation observer (min/max of what it has seen) */
+    bool obs_init;
+    float obs_min, obs_max;
+} qat_layer;
+
+struct qt_qat {
+    qt_qat_config cfg;
+    qt_model *m;
+    bool enabled;
+    qat_layer *layers;
+    int n;
+};
+
+static qat_layer *find_layer(qt_qat *q, const qt_tensor *w, bool as_linear) {
+    for (int i = 0; i < q->n; i++)
+        if (q->layers[i].w == w && q->layers[i].as_linear == as_linear) return &q->layers[i];
+    return NULL;
+}
+
+/* The scale and zero point of a static observer's range, as torch's MinMaxObserver
+ * computes them (range widened to include 0), through the INT quantizer's own rule. */
+static void observer_params(const qt_qat *q, const qat_layer *L, float *s, int *z) {
+    float range[2] = {L->obs_min, L->obs_max};
+    qt_qformat f = {.kind = QT_QF_INT, .bits = q->cfg.act.bits, .symmetric = q->cfg.act.symmetric,
+                    .gran = QT_QG_TENSOR, .scale_dtype = QT_F32};
+    uint8_t zz;
+    qt_qint_params(&f, range, 2, s, &zz);
+    *z = zz;
+}
+
+static void observe(qt_qat *q, qat_layer *L, const qt_tensor *x) {
+    const float *d = x->data;
+    float mn = INFINITY, mx = -INFINITY;
+    for (int64_t i = 0; i < qt_numel(x); i++) {
+        if (!isfinite(d[i])) continue;
+        mn = fminf(mn, d[i]);
+        mx = fmaxf(mx, d[i]);
+    }
+    if (!(mn <= mx)) return; /* nothing finite seen */
+    if (!L->obs_init || q->cfg.act.observer == QT_OBS_MINMAX) {
+        L->obs_min = L->obs_init ? fminf(L->obs_min, mn) : mn;
+        L->obs_max = L->obs_init ? fmaxf(L->obs_max, mx) : mx;
+        L->obs_init = true;
+        return;
+    }
+    float c = q->cfg.act.averaging_constant; /* torch MovingAverageMinMaxObserver */
+    L->obs_min += c * (mn - L->obs_min);
+    L->obs_max += c * (mx - L->obs_max);
+}
+
+static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor *x) {
+    const qt_act_config *a = &q->cfg.act;
+    if (a->mode == QT_ACT_DYNAMIC_TOKEN) return qt_fake_quant_act_dynamic(ctx, x, a->bits, a->symmetric);
+    if (qt_ctx_grad_enabled(ctx) || !L->obs_init) observe(q, L, x);
+    if (!L->obs_init) return x; /* all non-finite: let the guard see it */
+    float s;
+    int z;
+    observer_params(q, L, &s, &z);
+    return qt_fake_quant_act_static(ctx, x, s, z, a->bits);
+}
+
+static qt_tensor *hook_linear(qt_ctx *ctx, void *user, qt_tensor *x, qt_tensor *w,
+                              qt_tensor *b, bool w_io) {
+    qt_qat *q = user;
+    qat_layer *L = q->enabled ? find_layer(q, w, true) : NULL;
+    if (!L) return qt_linear(ctx, x, w, b, w_io);
+    if (L->act) x = fq_activation(ctx, q, L, x);
+    qt_tensor *wq = q->cfg.weight_on && !L->converted ? qt_fake_quant_weight(ctx, w, &q->cfg.weight) : w;
+    return qt_linear(ctx, x, wq, b, w_io);
+}
+
+static qt_tensor *hook_embedding(qt_ctx *ctx, void *user, qt_tensor *w) {
+    qt_qat *q = user;
+    qat_layer *L = q->enabled ? find_layer(q, w, false) : NULL;
+    if (!L || !q->cfg.weight_on || L->converted) return w;
+    return qt_fake_quant_weight(ctx, w, &q->cfg.weight);
+}
+
+static bool matches(const qt_qat_config *c, const char *module) {
+    if (!c->layers || c->n_layers == 0) return true;
+    for (int i = 0; i < c->n_layers; i++)
+        if (fnmatch(c->layers[i], module, 0) == 0) return true;
+    return false;
+}
+
+/* Adds a selected weight after checking the format fits it. */
+static qt_status add_layer(qt_qat *q, qt_tensor *w, const char *module, bool as_linear,
+                           bool act) {
+    if (q->cfg.weight_on) {
+        if (qt_qformat_check(&q->cfg.weight, w->shape[0], w->shape[1]) != QT_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            return QT_ERROR(QT_EINVAL, "qat: %s (%lld x %lld): %s", module,
+                            (long long)w->shape[0], (long long)w->shape[1], why);
+        }
+    }
+    qat_layer *L = &q->layers[q->n++];
+    memset(L, 0, sizeof *L);
+    L->w = w;
+    L->as_linear = as_linear;
+    L->act = act;
+    snprintf(L->module, sizeof L->module, "%s", module);
+    return QT_OK;
+}
+
+qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg) {
+    *out = NULL;
+    if (m->arch != QT_ARCH_LLAMA)
+        return QT_ERROR(QT_ENOTSUP, "qat: only Llama-family models for now (GPT-2's Conv1D "
+                                    "weights are stored transposed)");
+    if (!cfg->weight_on && cfg->act.mode == QT_ACT_NONE)
+        return QT_ERROR(QT_EINVAL, "qat: neither a weight format nor an activation config");
+    if (cfg->act.mode != QT_ACT_NONE && (cfg->act.bits < 2 || cfg->act.bits > 8))
+        return QT_ERROR(QT_EINVAL, "qat.activation.bits must be 2..8, got %d", cfg->act.bits);
+    if (cfg->act.mode != QT_ACT_NONE && cfg->embeddings)
+        return QT_ERROR(QT_EINVAL, "qat: an activation format cannot apply to the token embedding "
+                                   "(a lookup has no float input); set qat.embeddings: false or "
+                                   "drop qat.activation");
+    if (cfg->weight_on && qt_qformat_check(&cfg->weight, 0, 0) != QT_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", qt_error_message());
+        return QT_ERROR(QT_EINVAL, "qat.weight: %s", why);
+    }
+    qt_llama *lm = &m->llama;
+    qt_qat *q = calloc(1, sizeof *q);
+    int cap = lm->cfg.n_layers * 7 + 2;
+    if (q) q->layers = calloc((size_t)cap, sizeof *q->layers);
+    if (!q || !q->layers) {
+        free(q);
+        return QT_ERROR(QT_ENOMEM, "qat: out of memory");
+    }
+    q->cfg = *cfg;
+    q->m = m;
+    q->enabled = true;
+    bool act = cfg->act.mode != QT_ACT_NONE;
+    qt_status st = QT_OK;
+    if (cfg->embeddings) st = add_layer(q, lm->embed, "model.embed_tokens", false, false);
+    for (int l = 0; l < lm->cfg.n_layers && st == QT_OK; l++) {
+        qt_llama_layer *L = &lm->layers[l];
+        struct { qt_tensor *w; const char *name; } lin[7] = {
+            {L->wq, "self_attn.q_proj"}, {L->wk, "self_attn.k_proj"}, {L->wv, "self_attn.v_proj"},
+            {L->wo, "self_attn.o_proj"}, {L->w_gate, "mlp.gate_proj"}, {L->w_up, "mlp.up_proj"},
+            {L->w_down, "mlp.down_proj"}};
+        for (int k = 0; k < 7 && st == QT_OK; k++) {
+            char module[128];
+            snprintf(module, sizeof module, "model.layers.%d.%s", l, lin[k].name);
+            if (matches(cfg, module)) st = add_layer(q, lin[k].w, module, true, act);
+        }
+    }
+    if (st == QT_OK && cfg->lm_head) st = add_layer(q, lm->lm_head, "lm_head", true, act);
+    /* every pattern must select something: a typo must not silently train in float */
+    for (int i = 0; st == QT_OK && cfg->layers && i < cfg->n_layers; i++) {
+        bool hit = false;
+        for (int k = 0; k < q->n && !hit; k++)
+            hit = fnmatch(cfg->layers[i], q->layers[k].module, 0) == 0;
+        if (!hit)
+            st = QT_ERROR(QT_EINVAL, "qat.layers: \"%s\" matches no Linear layer (names look "
+                                     "like model.layers.0.self_attn.q_proj, model.layers.0.mlp."
+                                     "down_proj)", cfg->layers[i]);
+    }
+    if (st == QT_OK && q->n == 0) st = QT_ERROR(QT_EINVAL, "qat: no layer selected");
+    if (st != QT_OK) {
+        free(q->layers);
+        free(q);
+        return st;
+    }
+    q->cfg.layers = NULL; /* the caller's strings are not ours to keep */
+    q->cfg.n_layers = 0;
+    qt_linear_hook h = {.linear = hook_linear, .embedding = hook_embedding, .user = q};
+    qt_model_set_hook(m, &h);
+    *out = q;
+    return QT_OK;
+}
+
+void qt_qat_free(qt_qat *q) {
+    if (!q) return;
+    qt_model_set_hook(q->m, NULL);
+    free(q->layers);
+    free(q);
+}
+
+void qt_qat_set_enabled(qt_qat *q, bool on) { q->enabled = on; }
+
+int qt_qat_count(const qt_qat *q, int *with_act) {
+    int a = 0;
+    for (int i = 0; i < q->n; i++) a += q->layers[i].act;
+    if (with_act) *with_act = a;
+    return q->n;
+}
+
+qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n) {
+    if (out) *out = NULL;
+    if (n) *n = 0;
+    if (!q->cfg.weight_on) return QT_OK; /* activation-only QAT: nothing to convert */
+    qt_qat_converted *c = out ? calloc((size_t)q->n, sizeof *c) : NULL;
+    if (out && !c) return QT_ERROR(QT_ENOMEM, "qat convert: out of memory");
+    int k = 0;
+    qt_status st = QT_OK;
+    for (int i = 0; i < q->n && st == QT_OK; i++) {
+        qat_layer *L = &q->layers[i];
+        if (L->converted) continue;
+        /* a tied lm_head shares the embedding's weight: convert it once */
+        bool dup = false;
+        for (int j = 0; j < i; j++) dup |= q->layers[j].w == L->w;
+        if (dup) {
+            L->converted = true;
+            continue;
+        }
+        qt_qtensor qt;
+        st = qt_quantize(&q->cfg.weight, L->w->data, L->w->shape[0], L->w->shape[1], &qt);
+        if (st == QT_OK) st = qt_dequantize(&qt, L->w->data);
+        if (st != QT_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            st = QT_ERROR(st, "qat convert: %s: %s", L->module, why);
+            qt_qtensor_free(&qt);
+            break;
+        }
+        L->converted = true;
+        if (c) {
+            snprintf(c[k].name, sizeof c[k].name, "%s", L->w->name ? L->w->name : L->module);
+            c[k++].q = qt;
+        } else {
+            qt_qtensor_free(&qt);
+        }
+    }
+    if (st != QT_OK) {
+        qt_qat_converted_free(c, k);
+        return st;
+    }
+    for (int i = 0; i < q->n; i++) /* tied duplicates */
+        for (int j = 0; j < q->n; j++)
+            if (q->layers[j].w == q->layers[i].w && q->layers[j].converted) q->layers[i].converted = true;
+    if (out) *out = c;
+    if (n) *n = k;
+    return QT_OK;
+}
+
+void qt_qat_converted_free(qt_qat_converted *c, int n) {
+    if (!c) return;
+    for (int i = 0; i < n; i++) qt_qtensor_free(&c[i].q);
+    free(c);
+}
+
+const char *qt_qat_describe(const qt_qat *q, char *buf, size_t n) {
+    char f[96] = "float";
+    if (q->cfg.weight_on) qt_qformat_str(&q->cfg.weight, f, sizeof f);
+    int act;
+    int total = qt_qat_count(q, &act);
+    const qt_act_config *a = &q->cfg.act;
+    if (a->mode == QT_ACT_NONE)
+        snprintf(buf, n, "%s weights on %d layers", f, total);
+    else
+        snprintf(buf, n, "%s weights on %d layers, int%d %s %s activations%s", f, total, a->bits,
+                 a->mode == QT_ACT_DYNAMIC_TOKEN ? "per-token dynamic" : "per-tensor static",
+                 a->symmetric ? "sym" : "asym",
+                 a->mode == QT_ACT_STATIC_TENSOR
+                     ? (a->observer == QT_OBS_MINMAX ? " (min-max observer)" : " (moving-average observer)")
+                     : "");
+    return buf;
+}

@@ -1,0 +1,360 @@
+/*
+ * test_qat.c - QAT's fake-quant ops against PyTorch (tests/fixtures/qat_ref.safetensors,
+ * from gen_qat_fixtures.py) and prepare / convert on a small Llama.
+ *
+ * Against torch: forward values and the straight-through input gradient must be
+ * identical (same float operations: x * (1/s), round half to even, clamp, (q - z) * s);
+ * LSQ's scale and zero-point gradients are sums over a channel (40 terms of size O(1)
+ * that partly cancel) in an order that differs from torch's: |ours - torch| <= 1e-5 (1 +
+ * |torch|).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qt_formats.h"
+#include "qt_qat.h"
+#include "testutil.h"
+
+static qt_safetensors *fx;
+
+/* an f32 fixture tensor as a fresh arena tensor (grad required) */
+static qt_tensor *fixture(qt_ctx *ctx, const char *name) {
+    const qt_st_tensor *t = qt_safetensors_get(fx, name);
+    CHECK(t != NULL, "fixture tensor %s missing", name);
+    if (!t) return NULL;
+    qt_tensor *x = qt_tensor_from(ctx, QT_F32, t->ndim, t->shape, t->data);
+    if (x) x->requires_grad = true;
+    return x;
+}
+
+static const float *ref(const char *name, int64_t *n) {
+    const qt_st_tensor *t = qt_safetensors_get(fx, name);
+    CHECK(t != NULL, "fixture tensor %s missing", name);
+    if (n) *n = t ? (int64_t)(t->nbytes / 4) : 0;
+    return t ? t->data : NULL;
+}
+
+/* exact comparison (as floats: +0 == -0; torch's dy * mask gives -0 where our grads,
+ * accumulated into zeros, give +0), counting mismatches */
+static void same(const char *what, const float *got, const char *refname) {
+    int64_t n;
+    const float *r = ref(refname, &n);
+    if (!r || !got) return;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!(got[i] == r[i])) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    qt_check_case(bad == 0, what, "%lld of %lld values differ from torch (first at %lld: %.9g vs %.9g)",
+                  (long long)bad, (long long)n, (long long)first, first >= 0 ? (double)got[first] : 0.0,
+                  first >= 0 ? (double)r[first] : 0.0);
+}
+
+/* |got - ref| <= tol (1 + |ref|): sums whose terms are O(1) and may cancel */
+static void close_to(const char *what, const float *got, const char *refname, double tol) {
+    int64_t n;
+    const float *r = ref(refname, &n);
+    if (!r || !got) return;
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - r[i]) / (1.0 + fabs(r[i]));
+        if (e > worst) worst = e;
+    }
+    qt_check_case(worst <= tol, what, "worst error %.3g > %.1g (1 + |ref|)", worst, tol);
+}
+
+static void test_torch_fixtures(void) {
+    qt_ctx *ctx = qt_ctx_new();
+
+    /* fake_quantize_per_channel_affine: LSQ's forward with integer zero points */
+    qt_tensor *x = fixture(ctx, "pc_x"), *s = fixture(ctx, "pc_scale"), *z = fixture(ctx, "pc_zero");
+    s->requires_grad = z->requires_grad = false;
+    qt_tensor *y = qt_fake_quant_lsq(ctx, x, s, z, 0, 15, 1.0f);
+    CHECK(y != NULL, "per-channel: %s", qt_ctx_error(ctx));
+    if (y && qt_backward_from(ctx, y, ref("pc_dy", NULL)) == QT_OK) {
+        same("per_channel_affine y", y->data, "pc_y");
+        same("per_channel_affine dx (STE)", x->grad, "pc_dx");
+    }
+
+    /* the learnable variant */
+    qt_ctx_reset(ctx);
+    x = fixture(ctx, "lsq_x");
+    s = fixture(ctx, "lsq_scale");
+    z = fixture(ctx, "lsq_zero");
+    y = qt_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.3f);
+    CHECK(y != NULL, "lsq: %s", qt_ctx_error(ctx));
+    if (y && qt_backward_from(ctx, y, ref("lsq_dy", NULL)) == QT_OK) {
+        same("learnable y", y->data, "lsq_y");
+        same("learnable dx", x->grad, "lsq_dx");
+        close_to("learnable dscale", s->grad, "lsq_dscale", 1e-5);
+        close_to("learnable dzero_point", z->grad, "lsq_dzero", 1e-5);
+    }
+
+    /* int4 g32 symmetric weights with f16 scales: the quantizer core vs torch */
+    qt_ctx_reset(ctx);
+    x = fixture(ctx, "w_w");
+    qt_qformat f;
+    qt_qformat_parse("int4", &f); /* group 32, symmetric, f16 scales */
+    y = qt_fake_quant_weight(ctx, x, &f);
+    CHECK(y != NULL, "weight: %s", qt_ctx_error(ctx));
+    if (y && qt_backward_from(ctx, y, ref("w_dy", NULL)) == QT_OK) {
+        same("int4 g32 weight y", y->data, "w_y");
+        same("int4 g32 weight dx (STE mask)", x->grad, "w_dx");
+    }
+
+    /* static per-tensor activations */
+    qt_ctx_reset(ctx);
+    x = fixture(ctx, "pt_x");
+    y = qt_fake_quant_act_static(ctx, x, 0.07f, 131, 8);
+    CHECK(y != NULL, "per-tensor: %s", qt_ctx_error(ctx));
+    if (y && qt_backward_from(ctx, y, ref("pt_dy", NULL)) == QT_OK) {
+        same("per_tensor_affine y", y->data, "pt_y");
+        same("per_tensor_affine dx", x->grad, "pt_dx");
+    }
+
+    /* dynamic per-token asymmetric int8 */
+    qt_ctx_reset(ctx);
+    x = fixture(ctx, "tok_x");
+    y = qt_fake_quant_act_dynamic(ctx, x, 8, false);
+    CHECK(y != NULL, "per-token: %s", qt_ctx_error(ctx));
+    if (y && qt_backward_from(ctx, y, ref("tok_dy", NULL)) == QT_OK) {
+        same("per-token int8 y", y->data, "tok_y");
+        same("per-token int8 dx", x->grad, "tok_dx");
+    }
+    qt_ctx_free(ctx);
+}
+
+/* a NaN in one token leaves that token as it is and quantizes the others */
+static void test_act_nan(void) {
+    qt_ctx *ctx = qt_ctx_new();
+    int64_t sh[2] = {2, 8};
+    float d[16];
+    for (int i = 0; i < 16; i++) d[i] = 0.37f * (float)(i - 7);
+    d[3] = NAN;
+    qt_tensor *x = qt_tensor_from(ctx, QT_F32, 2, sh, d);
+    qt_tensor *y = qt_fake_quant_act_dynamic(ctx, x, 4, true);
+    CHECK(y != NULL, "act nan: %s", qt_ctx_error(ctx));
+    if (y) {
+        const float *yd = y->data;
+        CHECK(isnan(yd[3]), "the NaN reaches the output");
+        bool row0 = true, row1_quant = false;
+        for (int i = 0; i < 8; i++) row0 &= i == 3 || yd[i] == d[i];
+        for (int i = 8; i < 16; i++) row1_quant |= yd[i] != d[i];
+        CHECK(row0, "a row with a NaN passes through unchanged");
+        CHECK(row1_quant, "the other rows are quantized");
+    }
+    qt_ctx_free(ctx);
+}
+
+/* ------------------------------------------------------------ model level ---- */
+
+static void tiny_model(qt_model *m) {
+    qt_llama_config c = {.vocab_size = 64, .dim = 64, .n_layers = 2, .n_heads = 4,
+                         .n_kv_heads = 2, .ffn_dim = 96, .rope_theta = 10000.0f,
+                         .norm_eps = 1e-5f, .max_seq_len = 32};
+    memset(m, 0, sizeof *m);
+    m->arch = QT_ARCH_LLAMA;
+    CHECK(qt_llama_init(&m->llama, &c, 7) == QT_OK, "init: %s", qt_error_message());
+}
+
+/* logits on fixed ids, malloc'd */
+static float *logits(qt_model *m, int64_t *n) {
+    qt_ctx *ctx = qt_ctx_new();
+    qt_ctx_set_grad_enabled(ctx, false);
+    int32_t ids[2 * 12];
+    for (int i = 0; i < 24; i++) ids[i] = (i * 7 + 3) % 64;
+    int64_t sh[2] = {2, 12};
+    qt_tensor *y = qt_model_forward(ctx, m, qt_tensor_from(ctx, QT_I32, 2, sh, ids));
+    float *out = NULL;
+    CHECK(y != NULL, "forward: %s", qt_ctx_error(ctx));
+    if (y) {
+        *n = qt_numel(y);
+        out = malloc((size_t)*n * sizeof *out);
+        memcpy(out, y->data, (size_t)*n * sizeof *out);
+    }
+    qt_ctx_free(ctx);
+    return out;
+}
+
+static bool equal(const float *a, const float *b, int64_t n) {
+    return a && b && !memcmp(a, b, (size_t)n * sizeof *a);
+}
+
+static void test_prepare_convert(const char *fmt_name, bool act) {
+    char what[64];
+    snprintf(what, sizeof what, "%s%s", fmt_name, act ? " + int8 act" : "");
+    qt_model m, ref_m;
+    tiny_model(&m);
+    tiny_model(&ref_m);
+    qt_qat_config cfg = {.weight_on = true};
+    CHECK(qt_qformat_parse(fmt_name, &cfg.weight) == QT_OK, "parse %s", fmt_name);
+    if (!strcmp(fmt_name, "int4")) cfg.weight.group_size = 16; /* dim 64, ffn 96 */
+    if (act) cfg.act = (qt_act_config){.mode = QT_ACT_DYNAMIC_TOKEN, .bits = 8};
+    int64_t n0, n1, n2, n3;
+    float *plain = logits(&m, &n0);
+    qt_qat *q = NULL;
+    qt_status st = qt_qat_prepare(&q, &m, &cfg);
+    qt_check_case(st == QT_OK, what, "prepare: %s", qt_error_message());
+    if (st != QT_OK) {
+        free(plain);
+        qt_model_free(&m);
+        qt_model_free(&ref_m);
+        return;
+    }
+    int with_act, n = qt_qat_count(q, &with_act);
+    qt_check_case(n == 14 && with_act == (act ? 14 : 0), what, "selected %d layers (%d with act), "
+                  "expected 14", n, with_act);
+    float *fq = logits(&m, &n1);
+    qt_check_case(fq && !equal(plain, fq, n0), what, "fake-quant changes the logits");
+
+    /* the same as a model whose weights were replaced by fake_quant(W) by hand (the
+     * activation quant, when on, is not replaced: skip that comparison) */
+    if (!act) {
+        qt_llama *r = &ref_m.llama;
+        for (int l = 0; l < r->cfg.n_layers; l++) {
+            qt_tensor *ws[7] = {r->layers[l].wq, r->layers[l].wk, r->layers[l].wv, r->layers[l].wo,
+                                r->layers[l].w_gate, r->layers[l].w_up, r->layers[l].w_down};
+            for (int k = 0; k < 7; k++)
+                CHECK(qt_fake_quant(&cfg.weight, ws[k]->data, ws[k]->shape[0], ws[k]->shape[1],
+                                    ws[k]->data, NULL) == QT_OK, "fake_quant by hand");
+        }
+        float *byhand = logits(&ref_m, &n2);
+        qt_check_case(equal(fq, byhand, n1), what, "QAT logits equal those of hand-quantized weights");
+        free(byhand);
+    }
+
+    /* gradients reach every selected weight */
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t ids[16], tg[16];
+    for (int i = 0; i < 16; i++) {
+        ids[i] = (i * 5 + 1) % 64;
+        tg[i] = (i * 5 + 6) % 64;
+    }
+    int64_t sh[2] = {2, 8};
+    qt_tensor *loss = qt_cross_entropy(
+        ctx, qt_model_forward(ctx, &m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
+        qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
+    qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
+    qt_tensor *wq = m.llama.layers[1].wq;
+    double g = 0;
+    for (int64_t i = 0; i < qt_numel(wq); i++) g += fabs(wq->grad[i]);
+    qt_check_case(g > 0, what, "q_proj weight gets a gradient through the fake-quant");
+    qt_ctx_free(ctx);
+
+    /* convert: the weights now hold dequantize(quantize(W)); logits are unchanged */
+    qt_qat_converted *cv = NULL;
+    int nc = 0;
+    st = qt_qat_convert(q, &cv, &nc);
+    qt_check_case(st == QT_OK && nc == 14, what, "convert: %d tensors, %s", nc, qt_error_message());
+    float *conv = logits(&m, &n3);
+    qt_check_case(equal(fq, conv, n1), what, "converted logits equal the fake-quant logits bit for bit");
+    if (nc > 0) {
+        qt_check_case(!strcmp(cv[0].name, "model.layers.0.self_attn.q_proj.weight"), what,
+                      "first converted tensor is %s", cv[0].name);
+        float *dq = malloc((size_t)(cv[0].q.rows * cv[0].q.cols) * sizeof(float));
+        qt_dequantize(&cv[0].q, dq);
+        qt_check_case(equal(dq, m.llama.layers[0].wq->data, cv[0].q.rows * cv[0].q.cols), what,
+                      "the model holds the dequantized converted tensor");
+        free(dq);
+    }
+    qt_qat_converted_free(cv, nc);
+    qt_qat_free(q);
+    float *after = logits(&m, &n3);
+    qt_check_case(equal(conv, after, n3) || act, what, "free removes the hook");
+    free(after);
+    free(plain);
+    free(fq);
+    free(conv);
+    qt_model_free(&m);
+    qt_model_free(&ref_m);
+}
+
+static void test_selection_and_errors(void) {
+    qt_model m;
+    tiny_model(&m);
+    qt_qat *q = NULL;
+    const char *globs[] = {"*.q_proj", "*.mlp.down_proj"};
+    qt_qat_config cfg = {.weight_on = true, .layers = globs, .n_layers = 2, .lm_head = true};
+    qt_qformat_parse("int8", &cfg.weight);
+    cfg.weight.group_size = 16;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "globs: %s", qt_error_message());
+    if (q) {
+        CHECK(qt_qat_count(q, NULL) == 5, "2 layers x 2 patterns + lm_head = 5, got %d",
+              qt_qat_count(q, NULL));
+        qt_qat_free(q);
+    }
+    const char *typo[] = {"*.q_prj"};
+    cfg.layers = typo;
+    cfg.n_layers = 1;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_EINVAL && strstr(qt_error_message(), "q_prj"),
+          "a pattern matching nothing is an error naming it: %s", qt_error_message());
+    cfg.layers = NULL;
+    cfg.n_layers = 0;
+    cfg.weight.group_size = 40; /* divides neither 64 nor 96 */
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_EINVAL && strstr(qt_error_message(), "model.layers.0"),
+          "a group size that does not divide a layer's rows names the layer: %s",
+          qt_error_message());
+    cfg.weight.group_size = 16;
+    cfg.embeddings = true;
+    cfg.act = (qt_act_config){.mode = QT_ACT_DYNAMIC_TOKEN, .bits = 8};
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_EINVAL, "activation quant with embeddings is refused");
+    cfg.act.mode = QT_ACT_NONE;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "embedding weight fake-quant: %s", qt_error_message());
+    if (q) {
+        int64_t n;
+        float *a = logits(&m, &n);
+        qt_qat_set_enabled(q, false);
+        float *b = logits(&m, &n);
+        qt_qat_free(q);
+        float *c = logits(&m, &n);
+        CHECK(a && !equal(a, b, n) && equal(b, c, n), "disabled fake-quant computes in float");
+        free(a);
+        free(b);
+        free(c);
+    }
+    qt_model_free(&m);
+}
+
+/* a static observer learns its range in training (grad mode) and is frozen in eval */
+static void test_static_observer(void) {
+    qt_model m;
+    tiny_model(&m);
+    qt_qat *q = NULL;
+    qt_qat_config cfg = {.act = {.mode = QT_ACT_STATIC_TENSOR, .bits = 8,
+                                 .observer = QT_OBS_MOVING_AVERAGE, .averaging_constant = 0.01f}};
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "static act: %s", qt_error_message());
+    if (!q) {
+        qt_model_free(&m);
+        return;
+    }
+    int64_t n;
+    float *a = logits(&m, &n); /* eval before any training: initialises from this batch */
+    float *b = logits(&m, &n); /* frozen: same */
+    CHECK(equal(a, b, n), "an eval-mode observer does not move");
+    qt_qat_free(q);
+    float *c = logits(&m, &n);
+    CHECK(!equal(a, c, n), "static activation quant changes the logits");
+    free(a);
+    free(b);
+    free(c);
+    qt_model_free(&m);
+}
+
+int main(void) {
+    qt_set_num_threads(2);
+    qt_status st = qt_safetensors_open(QT_FIXTURES "/qat_ref.safetensors", &fx);
+    CHECK(st == QT_OK, "open fixture: %s", qt_error_message());
+    if (st == QT_OK) {
+        test_torch_fixtures();
+        qt_safetensors_close(fx);
+    }
+    test_act_nan();
+    const char *fmts[] = {"int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "q4_0", "q8_0"};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) test_prepare_convert(fmts[i], false);
+    test_prepare_convert("int4", true);
+    test_selection_and_errors();
+    test_static_observer();
+    return qt_test_finish("test_qat");
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# test_qat_cli.sh QTRAIN - QAT through the command line:
+#  - bad qat: sections fail at recipe load (exit 2) naming the file and key, or before
+#    the first step naming the layer;
+#  - a tiny float run, then QAT fine-tuning from its checkpoint (model.from: x.h5);
+#  - `qtrain eval` of the QAT checkpoint (fake-quant) equals `eval --convert` (weights
+#    quantized for real, dequantized values) to every printed digit;
+#  - `eval --qat RECIPE` on the float checkpoint (round-to-nearest PTQ) differs from the
+#    float perplexity.
+# Prints "test_qat_cli: N passed, M failed".
+set -u
+Q=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect CODE NEEDLE -- ARGS...: exit code CODE and NEEDLE in stderr
+expect() {
+  local code=$1 needle=$2
+  shift 3
+  local err rc
+  err=$("$Q" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ "$rc" -eq "$code" ] && grep -qF -- "$needle" <<<"$err"; then ok; else
+    bad "qtrain $*: exit $rc (want $code), stderr: $err (want '$needle')"
+  fi
+}
+
+for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
+base() { # base recipe: tiny llama on bytes
+  cat <<YAML
+model: {dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 128, max_seq_len: 64}
+data: {train: $tmp/text.txt, seq_len: 32, val_fraction: 0.1}
+train: {steps: 30, batch_size: 4, threads: 2}
+schedule: {warmup: 3}
+output: {dir: $tmp/$1, log_every: 10, eval_batches: 2, sample_tokens: 0}
+YAML
+}
+
+# --- bad input --------------------------------------------------------------------
+{ base b1; printf 'qat:\n  weight: {format: int9}\n'; } >"$tmp/b1.yaml"
+expect 2 "$tmp/b1.yaml:7:" -- train "$tmp/b1.yaml"
+expect 2 "qat.weight.format must be one of" -- train "$tmp/b1.yaml"
+{ base b2; printf 'qat:\n  weight: {format: int4, group_size: 48}\n'; } >"$tmp/b2.yaml"
+expect 2 "does not divide" -- train "$tmp/b2.yaml"
+expect 2 "model.layers.0.self_attn.q_proj" -- train "$tmp/b2.yaml"
+{ base b3; printf 'qat:\n  weight: {format: fp8_e4m3, granularity: group}\n'; } >"$tmp/b3.yaml"
+expect 2 "qat.weight.granularity" -- train "$tmp/b3.yaml"
+{ base b4; printf 'qat:\n  activation: {format: int8}\n  embeddings: true\n'; } >"$tmp/b4.yaml"
+expect 2 "qat.activation.format int8 cannot apply to the token embedding" -- train "$tmp/b4.yaml"
+{ base b5; printf 'qat:\n  weight: {format: int4, group_size: 16}\n  layers: ["*.q_projection"]\n'; } >"$tmp/b5.yaml"
+expect 2 '"*.q_projection" matches no Linear layer' -- train "$tmp/b5.yaml"
+{ base b6; printf 'qat:\n  weight: {format: q4_k}\n'; } >"$tmp/b6.yaml"
+expect 2 "256" -- train "$tmp/b6.yaml"
+{ base b7; printf 'qat:\n  activation: {format: int8, granularity: per_token, dynamic: false}\n'; } >"$tmp/b7.yaml"
+expect 2 "per_token scales are dynamic" -- train "$tmp/b7.yaml"
+{ base b8; printf 'qat:\n  layers: "*_proj"\n'; } >"$tmp/b8.yaml"
+expect 2 "qat.layers must be a list of strings" -- train "$tmp/b8.yaml"
+if ls "$tmp"/b*/checkpoint.h5 >/dev/null 2>&1; then bad "a refused recipe wrote a checkpoint"; else ok; fi
+
+# --- float, then QAT from its checkpoint -------------------------------------------
+base float >"$tmp/float.yaml"
+"$Q" train "$tmp/float.yaml" >"$tmp/float.log" 2>&1 || bad "float run failed: $(tail -3 "$tmp/float.log")"
+{ base qat | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: 20#"
+  printf 'qat:\n  weight: {format: int4, group_size: 16}\n  activation: {format: int8}\n  layers: ["*_proj"]\n  start_step: 5\n'
+} >"$tmp/qat.yaml"
+sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/qat.yaml"
+"$Q" train "$tmp/qat.yaml" >"$tmp/qat.log" 2>&1 || bad "QAT run failed: $(tail -3 "$tmp/qat.log")"
+grep -q "QAT: int4 g16" "$tmp/qat.log" && ok || bad "the QAT run does not say what it fake-quantizes: $(head -3 "$tmp/qat.log")"
+
+ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
+fq=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/text.txt" --context 64 2>&1)
+cv=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/text.txt" --context 64 --convert 2>&1)
+p_fq=$(ppl <<<"$fq")
+p_cv=$(ppl <<<"$cv")
+[ -n "$p_fq" ] && [ "$p_fq" = "$p_cv" ] && ok || bad "fake-quant ppl '$p_fq' != converted ppl '$p_cv' ($fq / $cv)"
+grep -q "fake-quant" <<<"$fq" && grep -q "converted" <<<"$cv" && ok || bad "eval does not say how it quantized: $fq"
+
+fl=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --context 64 2>&1 | ppl)
+rtn=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --context 64 --qat "$tmp/qat.yaml" 2>&1 | ppl)
+[ -n "$fl" ] && [ -n "$rtn" ] && [ "$fl" != "$rtn" ] && ok || bad "RTN ppl '$rtn' vs float '$fl'"
+expect 2 "has no qat: section" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --qat "$tmp/float.yaml"
+expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --convert
+
+echo "test_qat_cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
