@@ -75,7 +75,7 @@ typedef enum {
     QT_I8,
     QT_U8,
     QT_I32,
-    /* fp8 (E4M3, E5M2) slots go here with the quantizer core */
+    /* fp8 (E4M3, E5M2) values are stored as bytes (QT_U8) by the quantizer core (ptq/) */
     QT_DTYPE_COUNT
 } qt_dtype;
 
