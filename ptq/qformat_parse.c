@@ -26,7 +26,7 @@ static const struct {
 };
 
 const char *qt_qformat_names(void) {
-    return "int2..int8|nf4|fp4|fp8_e4m3|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k";
+    return "int2..int8|nf4|fp4|fp8_e4m3 (fp8)|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k";
 }
 
 qt_status qt_qformat_parse(const char *name, qt_qformat *f) {

@@ -17,7 +17,7 @@
  *     per-tensor, per-channel (one scale per output row), per-group (G consecutive
  *     inputs of a row; G divides cols).
  *     A scale of 0 (an all-zero group, or one that underflows in its dtype, e.g. f16 for
- *     amax ~1e-30) becomes FLT_EPSILON (torchao's clamp of the scale) rounded to the
+ *     amax ~1e-30), or one whose reciprocal is not finite (~1e-39), becomes FLT_EPSILON (torchao's clamp of the scale) rounded to the
  *     dtype, so the group dequantizes to exact zeros.
  *   - NF4 / FP4 (bitsandbytes quantize_4bit): the tensor flattened row-major in blocks of
  *     `group_size` (bitsandbytes' blocksize, default 64; the last block may be partial),
@@ -66,7 +66,8 @@ typedef struct {
     int bits;             /* INT: 2..8. Others: their fixed width (4, 8; GGUF: nominal) */
     bool symmetric;       /* INT */
     qt_qgran gran;        /* INT: any; FP8: TENSOR or CHANNEL; NF4/FP4/GGUF: ignored */
-    int group_size;       /* INT with QT_QG_GROUP: G; NF4/FP4: blocksize (32..4096) */
+    int group_size;       /* INT with QT_QG_GROUP: G; NF4/FP4: blocksize, a power of two
+                             in 32..4096 as bitsandbytes requires */
     qt_dtype scale_dtype; /* INT: QT_F32, QT_F16 or QT_BF16; FP8: QT_F32 */
     bool double_quant;    /* NF4/FP4: absmax double-quantized (block 256, dynamic map) */
     qt_ggml_type ggml;    /* GGUF: the block type */
@@ -156,7 +157,7 @@ bool qt_ggml_can_quantize(qt_ggml_type type);
 
 /* A format from its name: int2..int8 (group 32, symmetric, f16 scales: set the fields
  * after to change them), nf4 / fp4 (blocksize 64, double quantization), fp8_e4m3 /
- * fp8_e5m2 (per channel), q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k (GGUF,
+ * fp8_e5m2 (per channel; "fp8" = fp8_e4m3), q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k (GGUF,
  * case-insensitive). QT_EINVAL naming the choices for anything else. */
 qt_status qt_qformat_parse(const char *name, qt_qformat *f);
 /* "int2..int8|nf4|..." for messages and documentation. */

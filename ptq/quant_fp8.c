@@ -12,6 +12,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,15 +76,14 @@ float qt_e5m2_to_f32(uint8_t b) {
 
 /* Lookup tables of the 256 decoded values, built once (decode is on the hot path). */
 static float e4m3_tab[256], e5m2_tab[256];
-static int tabs_ready; /* benign: every thread writes the same values */
-static void build_tabs(void) {
-    if (__atomic_load_n(&tabs_ready, __ATOMIC_ACQUIRE)) return;
+static pthread_once_t tabs_once = PTHREAD_ONCE_INIT;
+static void init_tabs(void) {
     for (int i = 0; i < 256; i++) {
         e4m3_tab[i] = qt_e4m3_to_f32((uint8_t)i);
         e5m2_tab[i] = qt_e5m2_to_f32((uint8_t)i);
     }
-    __atomic_store_n(&tabs_ready, 1, __ATOMIC_RELEASE);
 }
+static void build_tabs(void) { pthread_once(&tabs_once, init_tabs); }
 
 static void fp8_scales(const qt_qformat *f, const float *w, int64_t rows, int64_t cols,
                        float *scales) {

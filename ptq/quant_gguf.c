@@ -720,13 +720,15 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
         return QT_ERROR(QT_ENOMEM, "gguf quantize: %zu bytes of blocks", (size_t)rows * row_bytes);
     const qt_ggml_type type = f->ggml;
     int64_t bad_row = -1; /* the first row whose f16 block scale overflowed */
-#pragma omp parallel if (rows * cols >= GGUF_OMP_MIN_ELEMS)
+    int failed = 0;
+#pragma omp parallel if (rows * cols >= GGUF_OMP_MIN_ELEMS) reduction(| : failed)
     {
         float *chk = malloc((size_t)cols * sizeof(float));
+        if (!chk) failed = 1;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
-            qt_ggml_quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols);
             if (!chk) continue;
+            qt_ggml_quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols);
             qt_ggml_dequantize(type, blocks + (size_t)r * row_bytes, chk, cols);
             if (!row_finite(chk, cols)) {
 #pragma omp critical(qt_gguf_bad_row)
@@ -734,6 +736,10 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
             }
         }
         free(chk);
+    }
+    if (failed) {
+        free(blocks);
+        return QT_ERROR(QT_ENOMEM, "gguf quantize: %zu bytes of row buffer", (size_t)cols * 4);
     }
     if (bad_row >= 0) {
         free(blocks);

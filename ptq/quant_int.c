@@ -12,7 +12,8 @@
  *   - s is rounded to the scale dtype (f16/bf16) BEFORE the codes and the zero point are
  *     computed, so the stored scale is exactly the one the codes were made with.
  *   - a scale of 0 (all-zero group, or a scale that underflows in its dtype, e.g. an f16
- *     scale of a group with amax ~1e-30) becomes FLT_EPSILON rounded to the dtype (torchao
+ *     scale of a group with amax ~1e-30), or one whose reciprocal overflows (amax ~1e-39
+ *     with f32/bf16 scales), becomes FLT_EPSILON rounded to the dtype (torchao
  *     clamps scales to eps), so the group dequantizes to exact zeros. Unlike torch.ao's
  *     observer, non-zero scales below FLT_EPSILON are kept.
  *   - a scale that is not finite after rounding (f16 above 65504: amax > ~491k for
@@ -53,7 +54,10 @@ static void params_from_minmax(const qt_qformat *f, float mn, float mx, float *s
         s = (mx - mn) / (float)qmax;
     }
     s = round_to_dtype(s, f->scale_dtype);
-    if (s == 0.0f) s = round_to_dtype(FLT_EPSILON, f->scale_dtype);
+    /* 0, or so small that 1/s overflows (f32/bf16 scales of ~1e-39): w * (1/s) would be
+     * 0 * inf = NaN for a zero weight */
+    if (s == 0.0f || (isfinite(s) && !isfinite(1.0f / s)))
+        s = round_to_dtype(FLT_EPSILON, f->scale_dtype);
     *scale = s;
     if (f->symmetric) {
         *zero = (uint8_t)(1 << (f->bits - 1));

@@ -180,15 +180,20 @@ static void test_fp8(const qt_safetensors *st) {
 static void test_int_torch(const qt_safetensors *st) {
     const qt_st_tensor *tw = get(st, "int.w", "");
     const char *cases = qt_safetensors_meta(st, "int_cases");
+    CHECK(tw && cases, "fixture lacks int.w / int_cases");
     if (!tw || !cases) return;
     int64_t rows = tw->shape[0], cols = tw->shape[1], n = rows * cols;
     float *w = malloc((size_t)n * 4), *o = malloc((size_t)n * 4);
     memcpy(w, tw->data, (size_t)n * 4);
     char *list = strdup(cases), *save = NULL;
+    int n_cases = 0;
     for (char *c = strtok_r(list, ";", &save); c; c = strtok_r(NULL, ";", &save)) {
         char name[64], dt[16];
         int bits, sym, g;
+        CHECK(sscanf(c, "%63[^,],%d,%d,%d,%15s", name, &bits, &sym, &g, dt) == 5,
+              "int case '%s' does not parse", c);
         if (sscanf(c, "%63[^,],%d,%d,%d,%15s", name, &bits, &sym, &g, dt) != 5) continue;
+        n_cases++;
         qt_qformat f = {.kind = QT_QF_INT, .bits = bits, .symmetric = sym != 0,
                         .gran = g == cols ? QT_QG_CHANNEL : QT_QG_GROUP, .group_size = g,
                         .scale_dtype = !strcmp(dt, "float16") ? QT_F16 : !strcmp(dt, "bfloat16") ? QT_BF16 : QT_F32};
@@ -198,6 +203,7 @@ static void test_int_torch(const qt_safetensors *st) {
         qt_check_case(!s && d < 0, name, "differs from torch.fake_quantize_per_channel_affine at %lld",
                       (long long)d);
     }
+    CHECK(n_cases >= 5, "only %d int cases against torch in the fixture", n_cases);
     free(list);
     free(w);
     free(o);
@@ -206,8 +212,8 @@ static void test_int_torch(const qt_safetensors *st) {
 /* -------------------------------------------------------------- properties ---- */
 #define PR 8
 #define PC 256
-enum { IN_RANDN, IN_ZERO_ROWS, IN_CONST_ROWS, IN_HUGE, IN_TINY, IN_OUTLIER, IN_COUNT };
-static const char *in_name[] = {"randn", "zero-rows", "const-rows", "huge", "tiny", "outlier"};
+enum { IN_RANDN, IN_ZERO_ROWS, IN_CONST_ROWS, IN_HUGE, IN_TINY, IN_DENORMAL, IN_OUTLIER, IN_COUNT };
+static const char *in_name[] = {"randn", "zero-rows", "const-rows", "huge", "tiny", "denormal", "outlier"};
 
 static void make_input(int kind, float *w) {
     for (int i = 0; i < PR * PC; i++) w[i] = nrand() * 0.05f;
@@ -224,6 +230,9 @@ static void make_input(int kind, float *w) {
         break;
     case IN_TINY:
         for (int i = 0; i < PR * PC; i++) w[i] *= 2e-29f; /* ~1e-30 */
+        break;
+    case IN_DENORMAL: /* ~1e-39 and zeros: 1/scale overflows unless the scale is clamped */
+        for (int i = 0; i < PR * PC; i++) w[i] = i % 3 ? w[i] * 2e-38f : 0.0f;
         break;
     case IN_OUTLIER:
         w[2 * PC + 17] = 100.0f;
