@@ -18,8 +18,10 @@ static qt_status custom_bwd(qt_ctx *ctx, qt_node *n) {
 
 const qt_op_def qt_opdef_custom = {
     .name = "custom",
-    .forward = {[QT_DEV_CPU] = custom_fwd, [QT_DEV_CUDA] = custom_fwd},
-    .backward = {[QT_DEV_CPU] = custom_bwd, [QT_DEV_CUDA] = custom_bwd},
+    /* CPU only for now: a CUDA tensor would need the caller's kernels to take device
+     * pointers, which qt_custom_fn does not promise yet */
+    .forward = {[QT_DEV_CPU] = custom_fwd},
+    .backward = {[QT_DEV_CPU] = custom_bwd},
 };
 
 qt_tensor *qt_custom(qt_ctx *ctx, const qt_custom_fn *fn, int n_in, qt_tensor *const *in,

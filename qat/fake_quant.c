@@ -69,11 +69,17 @@ typedef struct {
     uint8_t *mask;
 } act_state;
 
-/* One row (or the whole tensor) with a given scale / zero point: y = (q - z) s. */
+/* One row (or the whole tensor) with a given scale / zero point: y = (q - z) s. A
+ * non-finite x passes through (so the loss sees it), with the gradient. */
 static void act_row(const float *x, float *y, uint8_t *mask, int64_t n, float s, int z,
                     int bits) {
     float inv = 1.0f / s, hi = (float)((1 << bits) - 1);
     for (int64_t j = 0; j < n; j++) {
+        if (!isfinite(x[j])) {
+            y[j] = x[j];
+            mask[j] = 1;
+            continue;
+        }
         float r = rintf(x[j] * inv) + (float)z;
         mask[j] = r >= 0.0f && r <= hi;
         uint8_t q = qt_qint_code(x[j], inv, z, bits);
@@ -147,6 +153,8 @@ qt_tensor *qt_fake_quant_act_dynamic(qt_ctx *ctx, qt_tensor *x, int bits, bool s
 }
 
 qt_tensor *qt_fake_quant_act_static(qt_ctx *ctx, qt_tensor *x, float scale, int zero, int bits) {
+    if (qt_ctx_status(ctx) == QT_OK && (bits < 2 || bits > 8))
+        return QT_CTX_FAIL(ctx, QT_EINVAL, "fake_quant_act: bits must be 2..8, got %d", bits);
     if (qt_ctx_status(ctx) == QT_OK && (!(scale > 0.0f) || !isfinite(scale) || zero < 0 ||
                                         zero > (1 << bits) - 1))
         return QT_CTX_FAIL(ctx, QT_EINVAL,

@@ -27,9 +27,8 @@ typedef struct {
     bool act;           /* activation fake-quant on its input */
     bool converted;     /* weights already hold their dequantized values */
     char module[128];   /* "model.layers.0.mlp.up_proj" */
-    /* static activation observer (min/max of what it has seen) */
-    bool obs_init;
-    float obs_min, obs_max;
+    float *obs;         /* (2) static activation observer: [min, max] seen so far, a slot
+                           of the buffers paramset; [+inf, -inf] = nothing seen yet */
 } qat_layer;
 
 struct qt_qat {
@@ -38,7 +37,11 @@ struct qt_qat {
     bool enabled;
     qat_layer *layers;
     int n;
+    qt_paramset buffers; /* observers' ranges, saved with checkpoints */
+    bool has_buffers;
 };
+
+static bool obs_seen(const qat_layer *L) { return L->obs && L->obs[0] <= L->obs[1]; }
 
 static qat_layer *find_layer(qt_qat *q, const qt_tensor *w, bool as_linear) {
     for (int i = 0; i < q->n; i++)
@@ -49,7 +52,7 @@ static qat_layer *find_layer(qt_qat *q, const qt_tensor *w, bool as_linear) {
 /* The scale and zero point of a static observer's range, as torch's MinMaxObserver
  * computes them (range widened to include 0), through the INT quantizer's own rule. */
 static void observer_params(const qt_qat *q, const qat_layer *L, float *s, int *z) {
-    float range[2] = {L->obs_min, L->obs_max};
+    float range[2] = {L->obs[0], L->obs[1]};
     qt_qformat f = {.kind = QT_QF_INT, .bits = q->cfg.act.bits, .symmetric = q->cfg.act.symmetric,
                     .gran = QT_QG_TENSOR, .scale_dtype = QT_F32};
     uint8_t zz;
@@ -66,22 +69,24 @@ static void observe(qt_qat *q, qat_layer *L, const qt_tensor *x) {
         mx = fmaxf(mx, d[i]);
     }
     if (!(mn <= mx)) return; /* nothing finite seen */
-    if (!L->obs_init || q->cfg.act.observer == QT_OBS_MINMAX) {
-        L->obs_min = L->obs_init ? fminf(L->obs_min, mn) : mn;
-        L->obs_max = L->obs_init ? fmaxf(L->obs_max, mx) : mx;
-        L->obs_init = true;
+    float *o = L->obs;
+    if (!obs_seen(L) || q->cfg.act.observer == QT_OBS_MINMAX) {
+        o[0] = fminf(o[0], mn); /* from [+inf, -inf]: the first batch's range */
+        o[1] = fmaxf(o[1], mx);
         return;
     }
     float c = q->cfg.act.averaging_constant; /* torch MovingAverageMinMaxObserver */
-    L->obs_min += c * (mn - L->obs_min);
-    L->obs_max += c * (mx - L->obs_max);
+    o[0] += c * (mn - o[0]);
+    o[1] += c * (mx - o[1]);
 }
 
 static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor *x) {
     const qt_act_config *a = &q->cfg.act;
     if (a->mode == QT_ACT_DYNAMIC_TOKEN) return qt_fake_quant_act_dynamic(ctx, x, a->bits, a->symmetric);
-    if (qt_ctx_grad_enabled(ctx) || !L->obs_init) observe(q, L, x);
-    if (!L->obs_init) return x; /* all non-finite: let the guard see it */
+    /* observers learn in training (grad mode); in eval they are frozen, except that one
+     * which has never seen data calibrates on its first batch */
+    if (qt_ctx_grad_enabled(ctx) || !obs_seen(L)) observe(q, L, x);
+    if (!obs_seen(L)) return x; /* all non-finite: let the guard see it */
     float s;
     int z;
     observer_params(q, L, &s, &z);
@@ -103,6 +108,33 @@ static qt_tensor *hook_embedding(qt_ctx *ctx, void *user, qt_tensor *w) {
     qat_layer *L = q->enabled ? find_layer(q, w, false) : NULL;
     if (!L || !q->cfg.weight_on || L->converted) return w;
     return qt_fake_quant_weight(ctx, w, &q->cfg.weight);
+}
+
+/* One frozen [min, max] parameter per layer with a static observer. */
+static qt_status make_buffers(qt_qat *q) {
+    qt_paramset *ps = &q->buffers;
+    qt_paramset_init(ps);
+    q->has_buffers = true;
+    qt_tensor **t = calloc((size_t)q->n, sizeof *t);
+    if (!t) return QT_ERROR(QT_ENOMEM, "qat: out of memory");
+    qt_status st = QT_OK;
+    int64_t two = 2;
+    for (int i = 0; i < q->n && st == QT_OK; i++) {
+        if (!q->layers[i].act) continue;
+        char name[160];
+        snprintf(name, sizeof name, "%s.act_range", q->layers[i].module);
+        if (!(t[i] = qt_paramset_add(ps, name, 1, &two, QT_PARAM_FROZEN)))
+            st = QT_ERROR(QT_ENOMEM, "qat: cannot register %s", name);
+    }
+    if (st == QT_OK) st = qt_paramset_alloc(ps);
+    for (int i = 0; i < q->n && st == QT_OK; i++) {
+        if (!t[i]) continue;
+        q->layers[i].obs = t[i]->data;
+        q->layers[i].obs[0] = INFINITY;
+        q->layers[i].obs[1] = -INFINITY;
+    }
+    free(t);
+    return st;
 }
 
 static bool matches(const qt_qat_config *c, const char *module) {
@@ -151,6 +183,13 @@ qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg) {
         return QT_ERROR(QT_EINVAL, "qat.weight: %s", why);
     }
     qt_llama *lm = &m->llama;
+    if (lm->hook.linear || lm->hook.embedding)
+        return QT_ERROR(QT_ESTATE, "qat: the model already has a linear hook (LoRA or another "
+                                   "QAT); one at a time");
+    if (lm->lm_head == lm->embed && cfg->lm_head != cfg->embeddings)
+        return QT_ERROR(QT_EINVAL, "qat: this model's lm_head shares the token embedding's weight "
+                                   "(tied embeddings): set qat.embeddings and qat.lm_head both "
+                                   "true or both false (converting writes the one tensor both use)");
     qt_qat *q = calloc(1, sizeof *q);
     int cap = lm->cfg.n_layers * 7 + 2;
     if (q) q->layers = calloc((size_t)cap, sizeof *q->layers);
@@ -188,7 +227,9 @@ qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg) {
                                      "down_proj)", cfg->layers[i]);
     }
     if (st == QT_OK && q->n == 0) st = QT_ERROR(QT_EINVAL, "qat: no layer selected");
+    if (st == QT_OK && cfg->act.mode == QT_ACT_STATIC_TENSOR) st = make_buffers(q);
     if (st != QT_OK) {
+        if (q->has_buffers) qt_paramset_free(&q->buffers);
         free(q->layers);
         free(q);
         return st;
@@ -204,9 +245,12 @@ qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg) {
 void qt_qat_free(qt_qat *q) {
     if (!q) return;
     qt_model_set_hook(q->m, NULL);
+    if (q->has_buffers) qt_paramset_free(&q->buffers);
     free(q->layers);
     free(q);
 }
+
+qt_paramset *qt_qat_buffers(qt_qat *q) { return q->has_buffers ? &q->buffers : NULL; }
 
 void qt_qat_set_enabled(qt_qat *q, bool on) { q->enabled = on; }
 
@@ -221,47 +265,44 @@ qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n) {
     if (out) *out = NULL;
     if (n) *n = 0;
     if (!q->cfg.weight_on) return QT_OK; /* activation-only QAT: nothing to convert */
-    qt_qat_converted *c = out ? calloc((size_t)q->n, sizeof *c) : NULL;
-    if (out && !c) return QT_ERROR(QT_ENOMEM, "qat convert: out of memory");
+    qt_qat_converted *c = calloc((size_t)q->n, sizeof *c);
+    qat_layer **owner = calloc((size_t)q->n, sizeof *owner);
+    if (!c || !owner) {
+        free(c);
+        free(owner);
+        return QT_ERROR(QT_ENOMEM, "qat convert: out of memory");
+    }
+    /* first quantize everything; the model is changed only when all succeeded */
     int k = 0;
     qt_status st = QT_OK;
     for (int i = 0; i < q->n && st == QT_OK; i++) {
         qat_layer *L = &q->layers[i];
-        if (L->converted) continue;
-        /* a tied lm_head shares the embedding's weight: convert it once */
-        bool dup = false;
+        bool dup = L->converted; /* a tied lm_head shares the embedding's weight: once */
         for (int j = 0; j < i; j++) dup |= q->layers[j].w == L->w;
-        if (dup) {
-            L->converted = true;
-            continue;
-        }
-        qt_qtensor qt;
-        st = qt_quantize(&q->cfg.weight, L->w->data, L->w->shape[0], L->w->shape[1], &qt);
-        if (st == QT_OK) st = qt_dequantize(&qt, L->w->data);
+        if (dup) continue;
+        st = qt_quantize(&q->cfg.weight, L->w->data, L->w->shape[0], L->w->shape[1], &c[k].q);
         if (st != QT_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", qt_error_message());
-            st = QT_ERROR(st, "qat convert: %s: %s", L->module, why);
-            qt_qtensor_free(&qt);
+            st = QT_ERROR(st, "qat convert: %s: %s (no weight was changed)", L->module, why);
             break;
         }
-        L->converted = true;
-        if (c) {
-            snprintf(c[k].name, sizeof c[k].name, "%s", L->w->name ? L->w->name : L->module);
-            c[k++].q = qt;
-        } else {
-            qt_qtensor_free(&qt);
-        }
+        snprintf(c[k].name, sizeof c[k].name, "%s", L->w->name ? L->w->name : L->module);
+        owner[k++] = L;
     }
-    if (st != QT_OK) {
+    for (int i = 0; i < k && st == QT_OK; i++) st = qt_dequantize(&c[i].q, owner[i]->w->data);
+    free(owner);
+    if (st != QT_OK) { /* dequantize of a fresh quantize cannot fail but for memory */
         qt_qat_converted_free(c, k);
         return st;
     }
-    for (int i = 0; i < q->n; i++) /* tied duplicates */
-        for (int j = 0; j < q->n; j++)
-            if (q->layers[j].w == q->layers[i].w && q->layers[j].converted) q->layers[i].converted = true;
-    if (out) *out = c;
-    if (n) *n = k;
+    for (int i = 0; i < q->n; i++) q->layers[i].converted = true;
+    if (out) {
+        *out = c;
+        if (n) *n = k;
+    } else {
+        qt_qat_converted_free(c, k);
+    }
     return QT_OK;
 }
 

@@ -74,9 +74,11 @@ typedef struct {
 typedef struct qt_qat qt_qat; /* opaque */
 
 /* Selects the layers, checks the format against each one's shape (a group size that
- * does not divide its rows, ...; QT_EINVAL naming the module), and installs the hook on
- * the model. The model must outlive the qt_qat. Fake-quant starts enabled. A pattern
- * that matches no layer is QT_EINVAL naming it. */
+ * does not divide its inputs (cols), ...; QT_EINVAL naming the module), and installs the
+ * hook on the model. The model must outlive the qt_qat. Fake-quant starts enabled. A
+ * pattern that matches no layer is QT_EINVAL naming it. A model whose lm_head shares the
+ * embedding's weight (tied) must select both or neither: convert writes one tensor.
+ * QT_ESTATE when the model already has a hook (LoRA, another qt_qat). */
 qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg);
 /* Removes the hook and frees the state. */
 void qt_qat_free(qt_qat *q);
@@ -91,13 +93,20 @@ typedef struct {
     qt_qtensor q;
 } qt_qat_converted;
 
-/* Quantizes every selected weight with the quantizer core, writes the dequantized
+/* Quantizes every selected weight with the quantizer core, then writes the dequantized
  * values into the model's weights (so the model now holds exactly what an exported
  * checkpoint holds) and stops weight fake-quant (activation fake-quant stays: it is part
- * of the deployed model). *out (may be NULL): malloc'd array of *n quantized tensors,
- * free with qt_qat_converted_free. */
+ * of the deployed model). All or nothing: if any weight fails to quantize, no weight is
+ * changed. *out (may be NULL): malloc'd array of *n quantized tensors, free with
+ * qt_qat_converted_free. */
 qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n);
 void qt_qat_converted_free(qt_qat_converted *c, int n);
+
+/* The observers' state (static activation quant): one frozen parameter per layer,
+ * "<module>.act_range" = [min, max] ([+inf, -inf] before it has seen anything), to save
+ * with a checkpoint and load back, so evaluation uses the range training learned. NULL
+ * when no layer has a static observer. */
+qt_paramset *qt_qat_buffers(qt_qat *q);
 
 /* One-line description ("int4 g32 sym f16 weights on 28 layers, int8 per-token asym
  * activations") into buf. */

@@ -145,19 +145,31 @@ static void test_act_nan(void) {
         CHECK(row0, "a row with a NaN passes through unchanged");
         CHECK(row1_quant, "the other rows are quantized");
     }
+    /* static: the non-finite values themselves pass, the rest is quantized */
+    d[5] = INFINITY;
+    x = qt_tensor_from(ctx, QT_F32, 2, sh, d);
+    y = qt_fake_quant_act_static(ctx, x, 0.05f, 128, 8);
+    CHECK(y != NULL, "static act nan: %s", qt_ctx_error(ctx));
+    if (y) {
+        const float *yd = y->data;
+        CHECK(isnan(yd[3]) && yd[5] == INFINITY, "static: NaN and Inf reach the output");
+        CHECK(yd[1] != d[1] && fabsf(yd[1] - d[1]) <= 0.025f, "static: finite values quantized");
+    }
     qt_ctx_free(ctx);
 }
 
 /* ------------------------------------------------------------ model level ---- */
 
-static void tiny_model(qt_model *m) {
+static void tiny_model_tied(qt_model *m, bool tied) {
     qt_llama_config c = {.vocab_size = 64, .dim = 64, .n_layers = 2, .n_heads = 4,
                          .n_kv_heads = 2, .ffn_dim = 96, .rope_theta = 10000.0f,
-                         .norm_eps = 1e-5f, .max_seq_len = 32};
+                         .norm_eps = 1e-5f, .max_seq_len = 32, .tied_embeddings = tied};
     memset(m, 0, sizeof *m);
     m->arch = QT_ARCH_LLAMA;
     CHECK(qt_llama_init(&m->llama, &c, 7) == QT_OK, "init: %s", qt_error_message());
 }
+
+static void tiny_model(qt_model *m) { tiny_model_tied(m, false); }
 
 /* logits on fixed ids, malloc'd */
 static float *logits(qt_model *m, int64_t *n) {
@@ -237,10 +249,15 @@ static void test_prepare_convert(const char *fmt_name, bool act) {
         ctx, qt_model_forward(ctx, &m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
         qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
     qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
-    qt_tensor *wq = m.llama.layers[1].wq;
-    double g = 0;
-    for (int64_t i = 0; i < qt_numel(wq); i++) g += fabs(wq->grad[i]);
-    qt_check_case(g > 0, what, "q_proj weight gets a gradient through the fake-quant");
+    for (int l = 0; l < 2; l++) {
+        qt_llama_layer *L = &m.llama.layers[l];
+        qt_tensor *ws[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        for (int k = 0; k < 7; k++) {
+            double g = 0;
+            for (int64_t i = 0; i < qt_numel(ws[k]); i++) g += fabs(ws[k]->grad[i]);
+            qt_check_case(g > 0, what, "%s gets a gradient through the fake-quant", ws[k]->name);
+        }
+    }
     qt_ctx_free(ctx);
 
     /* convert: the weights now hold dequantize(quantize(W)); logits are unchanged */
@@ -269,6 +286,57 @@ static void test_prepare_convert(const char *fmt_name, bool act) {
     free(conv);
     qt_model_free(&m);
     qt_model_free(&ref_m);
+}
+
+/* tied lm_head / embedding: both or neither, and then convert keeps the logits */
+static void test_tied(void) {
+    qt_model m;
+    tiny_model_tied(&m, true);
+    qt_qat *q = NULL;
+    qt_qat_config cfg = {.weight_on = true, .lm_head = true};
+    qt_qformat_parse("int8", &cfg.weight);
+    cfg.weight.group_size = 16;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_EINVAL && strstr(qt_error_message(), "tied"),
+          "tied: lm_head without embeddings is refused: %s", qt_error_message());
+    cfg.embeddings = true;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "tied, both: %s", qt_error_message());
+    if (q) {
+        int64_t n;
+        float *fq = logits(&m, &n);
+        int nc = 0;
+        qt_qat_converted *cv = NULL;
+        CHECK(qt_qat_convert(q, &cv, &nc) == QT_OK && nc == 15, "tied convert: %d tensors (14 + "
+              "the shared embedding once)", nc);
+        float *cl = logits(&m, &n);
+        CHECK(equal(fq, cl, n), "tied: converted logits equal the fake-quant logits");
+        qt_qat_converted_free(cv, nc);
+        free(fq);
+        free(cl);
+        qt_qat_free(q);
+    }
+    qt_model_free(&m);
+}
+
+/* convert is all or nothing: a weight the format cannot hold changes no weight */
+static void test_convert_failure(void) {
+    qt_model m;
+    tiny_model(&m);
+    qt_qat *q = NULL;
+    qt_qat_config cfg = {.weight_on = true};
+    qt_qformat_parse("int4", &cfg.weight); /* f16 scales */
+    cfg.weight.group_size = 16;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "prepare: %s", qt_error_message());
+    qt_paramset *ps = qt_model_params(&m);
+    ((float *)m.llama.layers[1].w_up->data)[5] = 1e30f; /* its f16 scale overflows */
+    float *before = malloc(ps->n_total * sizeof(float));
+    memcpy(before, ps->data, ps->n_total * sizeof(float));
+    qt_status st = q ? qt_qat_convert(q, NULL, NULL) : QT_OK;
+    CHECK(st == QT_ENUMERIC && strstr(qt_error_message(), "model.layers.1.mlp.up_proj"),
+          "convert fails naming the layer: %s", qt_error_message());
+    CHECK(!memcmp(before, ps->data, ps->n_total * sizeof(float)), "a failed convert changes no weight");
+    free(before);
+    qt_qat_free(q);
+    qt_model_free(&m);
 }
 
 static void test_selection_and_errors(void) {
@@ -318,27 +386,70 @@ static void test_selection_and_errors(void) {
 }
 
 /* a static observer learns its range in training (grad mode) and is frozen in eval */
-static void test_static_observer(void) {
+static void grad_forward(qt_model *m, int seed) {
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++) ids[i] = (i * 7 + 3 * seed) % 64;
+    int64_t sh[2] = {2, 12};
+    qt_tensor *y = qt_model_forward(ctx, m, qt_tensor_from(ctx, QT_I32, 2, sh, ids));
+    CHECK(y != NULL && qt_ctx_grad_enabled(ctx), "grad-mode forward: %s", qt_ctx_error(ctx));
+    qt_ctx_free(ctx);
+}
+
+static void copy_buffers(qt_qat *q, float *dst) {
+    qt_paramset *b = qt_qat_buffers(q);
+    memcpy(dst, b->data, b->n_total * sizeof(float));
+}
+
+static void test_static_observer(qt_observer kind) {
+    const char *what = kind == QT_OBS_MINMAX ? "minmax observer" : "moving-average observer";
     qt_model m;
     tiny_model(&m);
+    for (int i = 0; i < m.llama.params.n; i++) m.llama.params.params[i]->requires_grad = true;
     qt_qat *q = NULL;
-    qt_qat_config cfg = {.act = {.mode = QT_ACT_STATIC_TENSOR, .bits = 8,
-                                 .observer = QT_OBS_MOVING_AVERAGE, .averaging_constant = 0.01f}};
-    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "static act: %s", qt_error_message());
+    qt_qat_config cfg = {.act = {.mode = QT_ACT_STATIC_TENSOR, .bits = 8, .observer = kind,
+                                 .averaging_constant = 0.25f}};
+    qt_check_case(qt_qat_prepare(&q, &m, &cfg) == QT_OK, what, "prepare: %s", qt_error_message());
     if (!q) {
         qt_model_free(&m);
         return;
     }
+    qt_paramset *b = qt_qat_buffers(q);
+    qt_check_case(b && b->n == 14 && b->n_total == 28, what, "one [min, max] per layer");
+    float r0[28], r1[28], r2[28], r3[28];
+    copy_buffers(q, r0);
+    qt_check_case(r0[0] == INFINITY && r0[1] == -INFINITY, what, "starts empty");
+    grad_forward(&m, 1); /* batch A */
+    copy_buffers(q, r1);
+    bool ranged = true;
+    for (int i = 0; i < 28; i += 2) ranged &= isfinite(r1[i]) && r1[i] < 0 && r1[i + 1] > 0;
+    qt_check_case(ranged, what, "a training forward sets every layer's range");
+    grad_forward(&m, 1); /* A again: min-max and the moving average both stay put */
+    copy_buffers(q, r2);
+    bool still = true;
+    for (int i = 0; i < 28; i++) still &= fabsf(r2[i] - r1[i]) <= 1e-6f * fabsf(r1[i]);
+    qt_check_case(still, what, "the same batch again leaves the range (o += c (batch - o))");
+    grad_forward(&m, 5); /* batch B */
+    copy_buffers(q, r3);
+    bool moved = false, widened = true;
+    for (int i = 0; i < 28; i += 2) {
+        moved |= r3[i] != r2[i] || r3[i + 1] != r2[i + 1];
+        widened &= r3[i] <= r2[i] && r3[i + 1] >= r2[i + 1];
+    }
+    qt_check_case(moved, what, "a new batch moves the range");
+    if (kind == QT_OBS_MINMAX) qt_check_case(widened, what, "min-max only widens");
     int64_t n;
-    float *a = logits(&m, &n); /* eval before any training: initialises from this batch */
-    float *b = logits(&m, &n); /* frozen: same */
-    CHECK(equal(a, b, n), "an eval-mode observer does not move");
+    float *e1 = logits(&m, &n), *e2 = logits(&m, &n);
+    float after[28];
+    copy_buffers(q, after);
+    qt_check_case(!memcmp(after, r3, sizeof after) && equal(e1, e2, n), what,
+                  "eval forwards leave the observers frozen");
     qt_qat_free(q);
-    float *c = logits(&m, &n);
-    CHECK(!equal(a, c, n), "static activation quant changes the logits");
-    free(a);
-    free(b);
-    free(c);
+    float *plain = logits(&m, &n);
+    qt_check_case(!equal(e1, plain, n), what, "static activation quant changes the logits");
+    free(e1);
+    free(e2);
+    free(plain);
     qt_model_free(&m);
 }
 
@@ -355,6 +466,9 @@ int main(void) {
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) test_prepare_convert(fmts[i], false);
     test_prepare_convert("int4", true);
     test_selection_and_errors();
-    test_static_observer();
+    test_tied();
+    test_convert_failure();
+    test_static_observer(QT_OBS_MINMAX);
+    test_static_observer(QT_OBS_MOVING_AVERAGE);
     return qt_test_finish("test_qat");
 }

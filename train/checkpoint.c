@@ -93,13 +93,14 @@ static qt_status read_f32(const char *path, hid_t loc, const char *name, int ndi
 }
 
 qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
-                             const qt_ckpt_state *s, const char *recipe_yaml) {
+                             const qt_ckpt_state *s, const char *recipe_yaml,
+                             const qt_paramset *buffers) {
     quiet_hdf5();
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     qt_status st = QT_OK;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t gp = -1, go = -1;
+    hid_t gp = -1, go = -1, gb = -1;
     if (f < 0) return QT_ERROR(QT_EIO, "%s: cannot create checkpoint", tmp);
     QT_H5_CHECK(put_string(f, "format", QT_CKPT_FORMAT), "%s: write failed", tmp);
     QT_H5_CHECK(put_long(f, "version", QT_CKPT_VERSION), "%s: write failed", tmp);
@@ -121,7 +122,17 @@ qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_a
     int64_t n = (int64_t)opt->n;
     QT_H5_CHECK(write_f32(go, "m", 1, &n, opt->m), "%s: cannot write optimizer state", tmp);
     QT_H5_CHECK(write_f32(go, "v", 1, &n, opt->v), "%s: cannot write optimizer state", tmp);
+    if (buffers && buffers->n > 0) {
+        QT_H5_CHECK(gb = H5Gcreate2(f, "buffers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                    "%s: write failed", tmp);
+        for (int i = 0; i < buffers->n; i++) {
+            const qt_tensor *t = buffers->params[i];
+            QT_H5_CHECK(write_f32(gb, t->name, t->ndim, t->shape, t->data),
+                        "%s: cannot write %s", tmp, t->name);
+        }
+    }
 done:
+    if (gb >= 0) H5Gclose(gb);
     if (go >= 0) H5Gclose(go);
     if (gp >= 0) H5Gclose(gp);
     if (H5Fclose(f) < 0 && st == QT_OK) st = QT_ERROR(QT_EIO, "%s: cannot close", tmp);
@@ -166,6 +177,25 @@ qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
 done:
     if (go >= 0) H5Gclose(go);
     if (gp >= 0) H5Gclose(gp);
+    H5Fclose(f);
+    return st;
+}
+
+qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers) {
+    quiet_hdf5();
+    if (H5Fis_hdf5(path) <= 0) return QT_ERROR(QT_EFORMAT, "%s: not an HDF5 file", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return QT_ERROR(QT_EFORMAT, "%s: cannot open as HDF5 (truncated?)", path);
+    qt_status st = QT_OK;
+    hid_t gb = -1;
+    QT_H5_CHECK(gb = H5Gopen2(f, "buffers", H5P_DEFAULT),
+                "%s: missing group /buffers (observer state of a QAT run)", path);
+    for (int i = 0; i < buffers->n && st == QT_OK; i++) {
+        qt_tensor *t = buffers->params[i];
+        st = read_f32(path, gb, t->name, t->ndim, t->shape, t->data);
+    }
+done:
+    if (gb >= 0) H5Gclose(gb);
     H5Fclose(f);
     return st;
 }

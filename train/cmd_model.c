@@ -25,6 +25,7 @@ typedef struct {
     qt_ckpt_state cs;
     qt_recipe_qat qcfg;
     qt_qat *qat;       /* fake-quant as the recipe's qat: section says, or NULL */
+    const char *path;  /* the qtrain checkpoint it came from, NULL for HF / GGUF */
 } trained;
 
 static int load_model(const char *cmd, const char *path, trained *t);
@@ -50,8 +51,14 @@ static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
         name = qat_recipe;
     }
     qt_status st = qt_recipe_qat_prepare(src, name, &t->m, &t->qcfg, &t->qat);
+    /* a checkpoint trained with static activation observers: the ranges it learned (with
+     * --qat on another model they calibrate on the first batch instead) */
+    if (st == QT_OK && t->qat && !qat_recipe && t->path && qt_qat_buffers(t->qat))
+        st = qt_checkpoint_load_buffers(t->path, qt_qat_buffers(t->qat));
     if (st != QT_OK) {
         fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+        qt_qat_free(t->qat);
+        t->qat = NULL;
         return qt_cli_exit_code(st);
     }
     return 0;
@@ -89,6 +96,7 @@ static int load_model(const char *cmd, const char *path, trained *t) {
         fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
         return qt_cli_exit_code(st);
     }
+    t->path = path;
     char *text = NULL;
     qt_status st = qt_checkpoint_recipe(path, &text);
     qt_recipe_defaults(&t->r);
@@ -242,7 +250,7 @@ int qt_cmd_eval(int argc, char **argv) {
     if (convert && (st = qt_qat_convert(t.qat, NULL, NULL)) != QT_OK) {
         fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
         trained_free(&t);
-        return qt_cli_exit_code(st);
+        return st == QT_ENUMERIC ? 2 : qt_cli_exit_code(st); /* weights the format cannot hold */
     }
     if (!context) context = qt_model_context(&t.m);
     if (!stride) stride = context / 2 ? context / 2 : 1;

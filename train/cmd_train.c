@@ -70,7 +70,7 @@ int qt_cmd_train(int argc, char **argv) {
         return 0;
     }
     qt_train_result res = {0};
-    qt_train_opts opts = {.resume = resume};
+    qt_train_opts opts = {.resume = resume, .recipe_path = path};
     st = qt_train_run(&r, &opts, &res);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain train: %s\n", qt_error_message());

@@ -166,7 +166,11 @@ static bool ends_with(const char *s, const char *suffix) {
     return n > k && !strcmp(s + n - k, suffix);
 }
 
-/* depth guards a checkpoint whose recipe names itself (or a cycle) as model.from */
+/* depth guards a checkpoint whose recipe names itself (or a cycle) as model.from.
+ * A checkpoint trained from another (model.from: base.h5) stores every weight but only
+ * its recipe: the chain of recipes rebuilds the model's shape (and tokenizer), so the
+ * base files must stay where they were; only the outermost checkpoint's weights are
+ * read (the inner ones would be overwritten). */
 static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok, int depth) {
     memset(m, 0, sizeof *m);
     *tok = NULL;
@@ -186,7 +190,7 @@ static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **to
         if (st == QT_OK) st = qt_recipe_load_string(from, text, &base);
         free(text);
         if (st == QT_OK) st = recipe_model(&base, m, &base_tok, depth + 1);
-        if (st == QT_OK) {
+        if (st == QT_OK && depth == 0) {
             qt_ckpt_state cs;
             st = qt_checkpoint_load(from, qt_model_params(m), NULL, &cs);
             if (st != QT_OK) {
@@ -272,7 +276,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_paramset *ps = qt_model_params(&model);
     qt_recipe_qat qcfg;
     qt_qat *qat = NULL;
-    st = qt_recipe_qat_prepare(r, "recipe", &model, &qcfg, &qat);
+    const char *rpath = opts && opts->recipe_path ? opts->recipe_path : "recipe";
+    st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
     if (st == QT_OK) st = make_dirs(r->output.dir);
     qt_dataset ds = {0};
     qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL
@@ -343,6 +348,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (st == QT_OK && cs.seed != r->train.seed)
             st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
                           ckpt, cs.seed, r->train.seed);
+        if (st == QT_OK && qat && qt_qat_buffers(qat))
+            st = qt_checkpoint_load_buffers(ckpt, qt_qat_buffers(qat));
         if (st == QT_OK) st = qt_dataset_seek(&ds, cs.data_epoch, cs.data_pos);
         if (st == QT_OK) {
             start = cs.step;
@@ -448,7 +455,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
-            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text);
+            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text,
+                                    qat ? qt_qat_buffers(qat) : NULL);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }

@@ -27,6 +27,7 @@ float qt_lr_at(long step, long steps, float lr, long warmup, const char *decay, 
 typedef struct {
     bool resume;  /* continue from output.dir/checkpoint.h5 */
     long stop_at; /* > 0: checkpoint and stop after this many steps (of the full schedule) */
+    const char *recipe_path; /* names the recipe in messages; NULL = "recipe" */
 } qt_train_opts;
 
 /* Trains as the recipe says. The caller may set res->losses / res->weights before the

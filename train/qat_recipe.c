@@ -2,7 +2,7 @@
  * qat_recipe.c - from the recipe's qat: keys to a qt_qat_config, with the checks that
  * can be made before the model exists (format names, granularities, bits, observer):
  * these fail at recipe load, naming the file and the key. The checks that need a
- * layer's shape (a group size that does not divide its rows) come from qt_qat_prepare,
+ * layer's shape (a group size that does not divide its inputs) come from qt_qat_prepare,
  * before the first step, naming the layer.
  */
 #include <stdio.h>

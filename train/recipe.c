@@ -94,7 +94,7 @@ static const keydef keys[] = {
     {"qat.weight.granularity", K_STR, F(qat.weight.granularity), 0, 0, "group|channel|tensor",
      "int: one scale per group of inputs, per output row, or per matrix; fp8: channel|tensor"},
     {"qat.weight.group_size", K_INT, F(qat.weight.group_size), 0, 65536, NULL,
-     "int: inputs per group (divides every selected layer's rows); nf4/fp4: blocksize; "
+     "int: inputs per group (divides every selected layer's in_features); nf4/fp4: blocksize; "
      "0 = format default (int 32, nf4/fp4 64)"},
     {"qat.weight.symmetric", K_BOOL, F(qat.weight.symmetric), 0, 0, NULL,
      "int: symmetric (zero point 2^(b-1)) or asymmetric (a zero point per group)"},
@@ -507,10 +507,21 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     return QT_OK;
 }
 
+/* A YAML double-quoted scalar of the n bytes at s (\" and \\ escaped), so a path or
+ * glob holding either reads back as it was. */
+static void print_quoted(FILE *f, const char *s, size_t n) {
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\') fputc('\\', f);
+        fputc(s[i], f);
+    }
+    fputc('"', f);
+}
+
 static void print_value(FILE *f, const keydef *k, const qt_recipe *r) {
     const char *src = (const char *)r + k->off;
     switch (k->kind) {
-    case K_STR: fprintf(f, "\"%s\"", src); break;
+    case K_STR: print_quoted(f, src, strlen(src)); break;
     case K_INT: fprintf(f, "%d", *(const int *)src); break;
     case K_LONG: fprintf(f, "%ld", *(const long *)src); break;
     case K_FLOAT: fprintf(f, "%g", (double)*(const float *)src); break;
@@ -523,7 +534,8 @@ static void print_value(FILE *f, const keydef *k, const qt_recipe *r) {
         for (const char *p = src; *p;) {
             const char *nl = strchr(p, '\n');
             size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            fprintf(f, "%s\"%.*s\"", p == src ? "" : ", ", (int)n, p);
+            if (p != src) fputs(", ", f);
+            print_quoted(f, p, n);
             p += n + (nl ? 1 : 0);
         }
         fputc(']', f);
