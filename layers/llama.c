@@ -122,11 +122,6 @@ static qt_tensor *split_heads(qt_ctx *ctx, qt_tensor *x, int64_t B, int64_t T, i
     return qt_transpose(ctx, qt_reshape(ctx, x, 4, s), 1, 2);
 }
 
-qt_tensor *qt_linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b, bool w_io) {
-    qt_tensor *y = qt_matmul(ctx, x, w, false, !w_io);
-    return b ? qt_add(ctx, y, b) : y;
-}
-
 /* x @ w^T (+ b): nn.Linear, w (out, in), b (out) or NULL; through the model's hook */
 static qt_tensor *linear(qt_ctx *ctx, const qt_llama *m, qt_tensor *x, qt_tensor *w,
                          qt_tensor *b) {
