@@ -30,6 +30,7 @@ expect() {
 }
 
 for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
+head -c 2000 "$tmp/text.txt" >"$tmp/val.txt" # evaluation text: small, evals are many
 base() { # base recipe: tiny llama on bytes
   cat <<YAML
 model: {dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 128, max_seq_len: 64}
@@ -72,18 +73,18 @@ sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/qat.yaml"
 grep -q "QAT: int4 g16" "$tmp/qat.log" && ok || bad "the QAT run does not say what it fake-quantizes: $(head -3 "$tmp/qat.log")"
 
 ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
-fq=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/text.txt" --context 64 2>&1)
-cv=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/text.txt" --context 64 --convert 2>&1)
+fq=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1)
+cv=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1)
 p_fq=$(ppl <<<"$fq")
 p_cv=$(ppl <<<"$cv")
 [ -n "$p_fq" ] && [ "$p_fq" = "$p_cv" ] && ok || bad "fake-quant ppl '$p_fq' != converted ppl '$p_cv' ($fq / $cv)"
 grep -q "fake-quant" <<<"$fq" && grep -q "converted" <<<"$cv" && ok || bad "eval does not say how it quantized: $fq"
 
-fl=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --context 64 2>&1 | ppl)
-rtn=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --context 64 --qat "$tmp/qat.yaml" 2>&1 | ppl)
+fl=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
+rtn=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/qat.yaml" 2>&1 | ppl)
 [ -n "$fl" ] && [ -n "$rtn" ] && [ "$fl" != "$rtn" ] && ok || bad "RTN ppl '$rtn' vs float '$fl'"
-expect 2 "has no qat: section" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --qat "$tmp/float.yaml"
-expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/text.txt" --convert
+expect 2 "has no qat: section" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --qat "$tmp/float.yaml"
+expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --convert
 
 # static per-tensor activations: the observers' ranges are saved with the checkpoint and
 # used by eval (calibrating afresh on the first window, as --qat does, gives another number)
@@ -92,9 +93,9 @@ expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data
 } >"$tmp/st.yaml"
 sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/st.yaml"
 "$Q" train "$tmp/st.yaml" >"$tmp/st.log" 2>&1 || bad "static-activation QAT run failed: $(tail -3 "$tmp/st.log")"
-s1=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/text.txt" --context 64 2>&1 | ppl)
-s2=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/text.txt" --context 64 --convert 2>&1 | ppl)
-s3=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/text.txt" --context 64 --qat "$tmp/st.yaml" 2>&1 | ppl)
+s1=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
+s2=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1 | ppl)
+s3=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/st.yaml" 2>&1 | ppl)
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "static: fake-quant '$s1' != converted '$s2'"
 [ -n "$s3" ] && [ "$s1" != "$s3" ] && ok || bad "static: trained observer ranges not used ('$s1' == fresh '$s3')"
 
