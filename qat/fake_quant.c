@@ -6,6 +6,7 @@
  * The STE follows torch.fake_quantize_per_channel_affine: the gradient passes where
  * rint(x / s) + z lies in [qmin, qmax] and is zero elsewhere.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -171,6 +172,11 @@ typedef struct {
     float grad_factor;
 } lsq_state;
 
+/* The scale the op computes with: a learned scale that an optimizer step pushed to or
+ * below zero is held at FLT_EPSILON (torch would divide by it), so training goes on and
+ * convert (which applies the same rule) ships what was computed. */
+static inline float lsq_scale(float s) { return s > FLT_EPSILON ? s : FLT_EPSILON; }
+
 /* torch's _get_rounded_zero_point: rint, then clamp to [qmin, qmax] */
 static float lsq_zero(const qt_tensor *zp, int64_t c, int qmin, int qmax) {
     if (!zp) return 0.0f;
@@ -186,7 +192,7 @@ static qt_status lsq_fwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor 
     const float *xd = x->data, *sd = sc->data;
     float *yd = out->data;
     for (int64_t c = 0; c < C; c++) {
-        float scale = sd[c], inv = 1.0f / scale, z = lsq_zero(zp, c, s->qmin, s->qmax);
+        float scale = lsq_scale(sd[c]), inv = 1.0f / scale, z = lsq_zero(zp, c, s->qmin, s->qmax);
         for (int64_t k = 0; k < K; k++) {
             /* torch fake_quantize_per_channel_affine: clamp(rint(x * inv) + z) */
             float q = rintf(xd[c * K + k] * inv) + z;
@@ -205,7 +211,7 @@ static qt_status lsq_bwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor 
     const float *xd = x->data, *sd = sc->data, *dy = out->grad;
     float g = s->grad_factor;
     for (int64_t c = 0; c < C; c++) {
-        float scale = sd[c], inv = 1.0f / scale, z = lsq_zero(zp, c, s->qmin, s->qmax);
+        float scale = lsq_scale(sd[c]), inv = 1.0f / scale, z = lsq_zero(zp, c, s->qmin, s->qmax);
         float small = (float)s->qmin - z, big = (float)s->qmax - z;
         double ds = 0.0, dz = 0.0;
         for (int64_t k = 0; k < K; k++) {
@@ -243,9 +249,9 @@ qt_tensor *qt_fake_quant_lsq(qt_ctx *ctx, qt_tensor *x, qt_tensor *scale, qt_ten
     if (qmin >= qmax) return QT_CTX_FAIL(ctx, QT_EINVAL, "fake_quant_lsq: qmin must be < qmax");
     const float *sd = scale->data;
     for (int64_t c = 0; c < C; c++)
-        if (!(sd[c] > 0.0f) || !isfinite(sd[c]))
-            return QT_CTX_FAIL(ctx, QT_ENUMERIC, "fake_quant_lsq: scale[%lld] = %g is not a "
-                               "positive finite number", (long long)c, (double)sd[c]);
+        if (!isfinite(sd[c]))
+            return QT_CTX_FAIL(ctx, QT_ENUMERIC, "fake_quant_lsq: scale[%lld] = %g is not finite",
+                               (long long)c, (double)sd[c]);
     lsq_state *s = qt_ctx_alloc(ctx, sizeof *s);
     if (!s) return NULL;
     s->qmin = qmin;

@@ -13,6 +13,7 @@
  * dequantized values back, so evaluation after convert computes with exactly the values
  * a deployment runtime will see.
  */
+#include <float.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ typedef struct {
     char module[128];   /* "model.layers.0.mlp.up_proj" */
     float *obs;         /* (2) static activation observer: [min, max] seen so far, a slot
                            of the buffers paramset; [+inf, -inf] = nothing seen yet */
+    qt_tensor *scale;   /* learnable (LSQ): (n_groups) scales, a parameter of buffers */
+    qt_tensor *zero;    /* learnable, asymmetric: (n_groups) zero points; else NULL */
 } qat_layer;
 
 struct qt_qat {
@@ -37,9 +40,37 @@ struct qt_qat {
     bool enabled;
     qat_layer *layers;
     int n;
-    qt_paramset buffers; /* observers' ranges, saved with checkpoints */
+    qt_paramset buffers; /* QAT's own state, saved with checkpoints: observers' ranges
+                            (frozen) and learnable scales / zero points (trained) */
     bool has_buffers;
 };
+
+/* The elements sharing one scale: a group, a row or the whole matrix. */
+static int64_t group_len(const qt_qformat *f, const qt_tensor *w) {
+    return f->gran == QT_QG_GROUP ? f->group_size
+           : f->gran == QT_QG_CHANNEL ? w->shape[1] : qt_numel(w);
+}
+
+/* LSQ integer range: symmetric [-2^(b-1), 2^(b-1) - 1] around 0, asymmetric [0, 2^b - 1]. */
+static void lsq_range(const qt_qformat *f, int *qmin, int *qmax) {
+    *qmin = f->symmetric ? -(1 << (f->bits - 1)) : 0;
+    *qmax = f->symmetric ? (1 << (f->bits - 1)) - 1 : (1 << f->bits) - 1;
+}
+
+/* The weight as the model computes with it: the format's fake_quant, or LSQ with the
+ * learned scales (w viewed as (n_groups, G); gradient scale 1/sqrt(G * Qp), Esser et
+ * al. 2019), or w itself once converted. */
+static qt_tensor *fq_weight(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor *w) {
+    if (!q->cfg.weight_on || L->converted) return w;
+    if (!L->scale) return qt_fake_quant_weight(ctx, w, &q->cfg.weight);
+    int64_t G = group_len(&q->cfg.weight, w), sh[2] = {qt_numel(w) / G, G};
+    int qmin, qmax;
+    lsq_range(&q->cfg.weight, &qmin, &qmax);
+    float g = 1.0f / sqrtf((float)G * (float)qmax);
+    qt_tensor *y = qt_fake_quant_lsq(ctx, qt_reshape(ctx, w, 2, sh), L->scale, L->zero, qmin,
+                                     qmax, g);
+    return qt_reshape(ctx, y, w->ndim, w->shape);
+}
 
 static bool obs_seen(const qat_layer *L) { return L->obs && L->obs[0] <= L->obs[1]; }
 
@@ -99,41 +130,72 @@ static qt_tensor *hook_linear(qt_ctx *ctx, void *user, qt_tensor *x, qt_tensor *
     qat_layer *L = q->enabled ? find_layer(q, w, true) : NULL;
     if (!L) return qt_linear(ctx, x, w, b, w_io);
     if (L->act) x = fq_activation(ctx, q, L, x);
-    qt_tensor *wq = q->cfg.weight_on && !L->converted ? qt_fake_quant_weight(ctx, w, &q->cfg.weight) : w;
-    return qt_linear(ctx, x, wq, b, w_io);
+    return qt_linear(ctx, x, fq_weight(ctx, q, L, w), b, w_io);
 }
 
 static qt_tensor *hook_embedding(qt_ctx *ctx, void *user, qt_tensor *w) {
     qt_qat *q = user;
     qat_layer *L = q->enabled ? find_layer(q, w, false) : NULL;
-    if (!L || !q->cfg.weight_on || L->converted) return w;
-    return qt_fake_quant_weight(ctx, w, &q->cfg.weight);
+    return L ? fq_weight(ctx, q, L, w) : w;
 }
 
-/* One frozen [min, max] parameter per layer with a static observer. */
+/* QAT's own parameters: a frozen [min, max] per layer with a static observer, and, for
+ * learnable scales, each weight's scales (and zero points when asymmetric), initialised
+ * with the quantizer's own choice so that step 0 computes what plain fake-quant does. A
+ * tied lm_head shares the embedding's. */
 static qt_status make_buffers(qt_qat *q) {
     qt_paramset *ps = &q->buffers;
     qt_paramset_init(ps);
     q->has_buffers = true;
-    qt_tensor **t = calloc((size_t)q->n, sizeof *t);
-    if (!t) return QT_ERROR(QT_ENOMEM, "qat: out of memory");
+    const qt_qformat *f = &q->cfg.weight;
     qt_status st = QT_OK;
     int64_t two = 2;
+    char name[160];
     for (int i = 0; i < q->n && st == QT_OK; i++) {
-        if (!q->layers[i].act) continue;
-        char name[160];
-        snprintf(name, sizeof name, "%s.act_range", q->layers[i].module);
-        if (!(t[i] = qt_paramset_add(ps, name, 1, &two, QT_PARAM_FROZEN)))
+        qat_layer *L = &q->layers[i];
+        if (L->act) {
+            snprintf(name, sizeof name, "%s.act_range", L->module);
+            if (!qt_paramset_add(ps, name, 1, &two, QT_PARAM_FROZEN))
+                st = QT_ERROR(QT_ENOMEM, "qat: cannot register %s", name);
+        }
+        bool dup = false;
+        for (int j = 0; j < i; j++) dup |= q->layers[j].w == L->w;
+        if (!q->cfg.learnable || dup || st != QT_OK) continue;
+        int64_t ng = qt_numel(L->w) / group_len(f, L->w);
+        snprintf(name, sizeof name, "%s.weight_scale", L->module);
+        if (!(L->scale = qt_paramset_add(ps, name, 1, &ng, QT_PARAM_NO_DECAY)))
+            st = QT_ERROR(QT_ENOMEM, "qat: cannot register %s", name);
+        snprintf(name, sizeof name, "%s.weight_zero_point", L->module);
+        if (st == QT_OK && !f->symmetric &&
+            !(L->zero = qt_paramset_add(ps, name, 1, &ng, QT_PARAM_NO_DECAY)))
             st = QT_ERROR(QT_ENOMEM, "qat: cannot register %s", name);
     }
     if (st == QT_OK) st = qt_paramset_alloc(ps);
     for (int i = 0; i < q->n && st == QT_OK; i++) {
-        if (!t[i]) continue;
-        q->layers[i].obs = t[i]->data;
-        q->layers[i].obs[0] = INFINITY;
-        q->layers[i].obs[1] = -INFINITY;
+        qat_layer *L = &q->layers[i];
+        if (L->act) {
+            snprintf(name, sizeof name, "%s.act_range", L->module);
+            L->obs = qt_paramset_find(ps, name)->data;
+            L->obs[0] = INFINITY;
+            L->obs[1] = -INFINITY;
+        }
+        bool dup = false; /* a tied lm_head: the embedding's scales, already set */
+        for (int j = 0; j < i && q->cfg.learnable; j++)
+            if (q->layers[j].w == L->w) {
+                L->scale = q->layers[j].scale;
+                L->zero = q->layers[j].zero;
+                dup = true;
+            }
+        if (!L->scale || dup) continue;
+        int64_t G = group_len(f, L->w), ng = qt_numel(L->w) / G;
+        const float *w = L->w->data;
+        float *s = L->scale->data, *z = L->zero ? L->zero->data : NULL;
+        for (int64_t g = 0; g < ng; g++) {
+            uint8_t zz;
+            qt_qint_params(f, w + g * G, G, &s[g], &zz);
+            if (z) z[g] = (float)zz;
+        }
     }
-    free(t);
     return st;
 }
 
@@ -227,7 +289,12 @@ qt_status qt_qat_prepare(qt_qat **out, qt_model *m, const qt_qat_config *cfg) {
                                      "down_proj)", cfg->layers[i]);
     }
     if (st == QT_OK && q->n == 0) st = QT_ERROR(QT_EINVAL, "qat: no layer selected");
-    if (st == QT_OK && cfg->act.mode == QT_ACT_STATIC_TENSOR) st = make_buffers(q);
+    if (st == QT_OK && cfg->learnable &&
+        (!cfg->weight_on || cfg->weight.kind != QT_QF_INT || cfg->weight.scale_dtype != QT_F32))
+        st = QT_ERROR(QT_EINVAL, "qat: learnable scales (LSQ) need an int weight format with f32 "
+                                 "scales (the learned scales are f32 and ship as they are)");
+    if (st == QT_OK && (cfg->act.mode == QT_ACT_STATIC_TENSOR || cfg->learnable))
+        st = make_buffers(q);
     if (st != QT_OK) {
         if (q->has_buffers) qt_paramset_free(&q->buffers);
         free(q->layers);
@@ -261,6 +328,52 @@ int qt_qat_count(const qt_qat *q, int *with_act) {
     return q->n;
 }
 
+/* A weight with learned scales as the quantizer core's INT tensor: the codes are
+ * qt_qint_code of the learned scale and rounded zero point, so qt_dequantize gives
+ * exactly what the LSQ op computed (both are (q - z) * s on the same integers). */
+static qt_status lsq_quantize(const qt_qat *q, const qat_layer *L, qt_qtensor *out) {
+    const qt_qformat *f = &q->cfg.weight;
+    memset(out, 0, sizeof *out);
+    int64_t n = qt_numel(L->w), G = group_len(f, L->w), ng = n / G;
+    const float *wd = L->w->data;
+    for (int64_t i = 0; i < n; i++) /* the quantizer's NaN/Inf policy */
+        if (!isfinite(wd[i]))
+            return QT_ERROR(QT_ENUMERIC, "qat convert: %s: non-finite weight %g at (row %lld, col "
+                                         "%lld)", L->module, (double)wd[i],
+                            (long long)(i / L->w->shape[1]), (long long)(i % L->w->shape[1]));
+    int qmin, qmax;
+    lsq_range(f, &qmin, &qmax);
+    out->fmt = *f;
+    out->rows = L->w->shape[0];
+    out->cols = L->w->shape[1];
+    out->n_scales = ng;
+    out->codes = malloc((size_t)n);
+    out->scales = malloc((size_t)ng * sizeof(float));
+    out->zeros = f->symmetric ? NULL : malloc((size_t)ng);
+    if (!out->codes || !out->scales || (!f->symmetric && !out->zeros)) {
+        qt_qtensor_free(out);
+        return QT_ERROR(QT_ENOMEM, "qat convert: out of memory");
+    }
+    const float *w = L->w->data, *sl = L->scale->data;
+    for (int64_t g = 0; g < ng; g++) {
+        if (!isfinite(sl[g])) {
+            qt_qtensor_free(out);
+            return QT_ERROR(QT_ENUMERIC, "qat convert: %s: learned scale %lld is %g", L->module,
+                            (long long)g, (double)sl[g]);
+        }
+        float sg = sl[g] > FLT_EPSILON ? sl[g] : FLT_EPSILON; /* as the LSQ op computes */
+        /* the LSQ op's zero point: rint, clamped to the range; symmetric: 2^(b-1) */
+        float zf = L->zero ? rintf(((const float *)L->zero->data)[g]) : 0.0f;
+        zf = zf < (float)qmin ? (float)qmin : (zf > (float)qmax ? (float)qmax : zf);
+        int z = L->zero ? (int)zf : 1 << (f->bits - 1);
+        out->scales[g] = sg;
+        if (out->zeros) out->zeros[g] = (uint8_t)z;
+        float inv = 1.0f / sg;
+        for (int64_t k = 0; k < G; k++) out->codes[g * G + k] = qt_qint_code(w[g * G + k], inv, z, f->bits);
+    }
+    return QT_OK;
+}
+
 qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n) {
     if (out) *out = NULL;
     if (n) *n = 0;
@@ -280,7 +393,9 @@ qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n) {
         bool dup = L->converted; /* a tied lm_head shares the embedding's weight: once */
         for (int j = 0; j < i; j++) dup |= q->layers[j].w == L->w;
         if (dup) continue;
-        st = qt_quantize(&q->cfg.weight, L->w->data, L->w->shape[0], L->w->shape[1], &c[k].q);
+        st = L->scale ? lsq_quantize(q, L, &c[k].q)
+                      : qt_quantize(&q->cfg.weight, L->w->data, L->w->shape[0], L->w->shape[1],
+                                    &c[k].q);
         if (st != QT_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", qt_error_message());

@@ -39,7 +39,8 @@ qt_tensor *qt_fake_quant_act_dynamic(qt_ctx *ctx, qt_tensor *x, int bits, bool s
 qt_tensor *qt_fake_quant_act_static(qt_ctx *ctx, qt_tensor *x, float scale, int zero, int bits);
 
 /* Learnable scale and zero point (LSQ), as torch._fake_quantize_learnable_per_channel_affine
- * on x viewed as (n_scales, numel / n_scales) with axis 0: scale and zero_point are f32
+ * on x viewed as (n_scales, numel / n_scales) with axis 0 (a scale at or below 0, where an
+ * optimizer step may push it, counts as FLT_EPSILON): scale and zero_point are f32
  * tensors of n_scales elements; the zero point is rounded and clamped to [qmin, qmax] in
  * forward; qmin/qmax the integer range (e.g. -8, 7); grad_factor multiplies the scale and
  * zero-point gradients (LSQ: 1/sqrt(N * qmax), N elements per scale). zero_point may be
@@ -68,6 +69,9 @@ typedef struct {
                                   ("model.layers.0.mlp.up_proj"); NULL/0 = every Linear */
     int n_layers;
     bool embeddings;         /* also the token embedding (weights only) */
+    bool learnable;          /* LSQ: learned scales (and zero points when asymmetric) for
+                                INT weights with f32 scales; they start at the quantizer's
+                                choice and ship as learned (convert uses them) */
     bool lm_head;            /* also the output projection */
 } qt_qat_config;
 
@@ -102,10 +106,11 @@ typedef struct {
 qt_status qt_qat_convert(qt_qat *q, qt_qat_converted **out, int *n);
 void qt_qat_converted_free(qt_qat_converted *c, int n);
 
-/* The observers' state (static activation quant): one frozen parameter per layer,
- * "<module>.act_range" = [min, max] ([+inf, -inf] before it has seen anything), to save
- * with a checkpoint and load back, so evaluation uses the range training learned. NULL
- * when no layer has a static observer. */
+/* QAT's own parameters, to train and to save with a checkpoint and load back: for each
+ * layer with a static observer a frozen "<module>.act_range" = [min, max] ([+inf, -inf]
+ * before it has seen anything), so evaluation uses the range training learned; with
+ * learnable scales, "<module>.weight_scale" (and ".weight_zero_point"), trainable (an
+ * optimizer steps them next to the model's). NULL when there are none. */
 qt_paramset *qt_qat_buffers(qt_qat *q);
 
 /* One-line description ("int4 g32 sym f16 weights on 28 layers, int8 per-token asym

@@ -8,6 +8,7 @@
  * that partly cancel) in an order that differs from torch's: |ours - torch| <= 1e-5 (1 +
  * |torch|).
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,23 @@ static void test_act_nan(void) {
     qt_ctx_free(ctx);
 }
 
+/* a learned scale pushed below zero computes as FLT_EPSILON instead of failing */
+static void test_lsq_nonpositive_scale(void) {
+    qt_ctx *ctx = qt_ctx_new();
+    int64_t sx[2] = {2, 4}, ss[1] = {2};
+    float xd[8] = {0.5f, -0.25f, 0.0f, 1e-8f, 3.0f, -3.0f, 0.1f, 0.0f}, sd[2] = {-0.01f, 0.5f};
+    qt_tensor *x = qt_tensor_from(ctx, QT_F32, 2, sx, xd), *s = qt_tensor_from(ctx, QT_F32, 1, ss, sd);
+    qt_tensor *y = qt_fake_quant_lsq(ctx, x, s, NULL, -8, 7, 1.0f);
+    CHECK(y != NULL, "lsq with a negative scale: %s", qt_ctx_error(ctx));
+    if (y) {
+        const float *yd = y->data;
+        CHECK(yd[0] == 7 * FLT_EPSILON && yd[1] == -8 * FLT_EPSILON && yd[2] == 0.0f,
+              "row 0 computes with scale FLT_EPSILON: %g %g %g", yd[0], yd[1], yd[2]);
+        CHECK(yd[4] == 3.0f && yd[5] == -3.0f, "row 1 keeps its own scale");
+    }
+    qt_ctx_free(ctx);
+}
+
 /* ------------------------------------------------------------ model level ---- */
 
 static void tiny_model_tied(qt_model *m, bool tied) {
@@ -286,6 +304,80 @@ static void test_prepare_convert(const char *fmt_name, bool act) {
     free(conv);
     qt_model_free(&m);
     qt_model_free(&ref_m);
+}
+
+/* learnable scales (LSQ): start equal to plain fake-quant, get gradients, and convert to
+ * exactly what was learned */
+static void test_learnable(bool symmetric) {
+    const char *what = symmetric ? "LSQ sym" : "LSQ asym";
+    qt_model m;
+    tiny_model(&m);
+    qt_qat_config cfg = {.weight_on = true, .learnable = true};
+    qt_qformat_parse("int4", &cfg.weight);
+    cfg.weight.group_size = 16;
+    cfg.weight.symmetric = symmetric;
+    qt_qat *q = NULL;
+    qt_check_case(qt_qat_prepare(&q, &m, &cfg) == QT_EINVAL, what, "f16 scales are refused");
+    cfg.weight.scale_dtype = QT_F32;
+    int64_t n;
+    /* plain fake-quant logits of the same format, for step 0 */
+    cfg.learnable = false;
+    qt_check_case(qt_qat_prepare(&q, &m, &cfg) == QT_OK, what, "plain: %s", qt_error_message());
+    float *plain = logits(&m, &n);
+    qt_qat_free(q);
+    cfg.learnable = true;
+    qt_check_case(qt_qat_prepare(&q, &m, &cfg) == QT_OK, what, "prepare: %s", qt_error_message());
+    if (!q) {
+        free(plain);
+        qt_model_free(&m);
+        return;
+    }
+    qt_paramset *b = qt_qat_buffers(q);
+    /* 14 layers x (64*64, 2 x 32*64, 64*64, 2 x 96*64, 64*96) / 16 groups */
+    int64_t groups = 2 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 2 * 96 * 64 + 64 * 96) / 16;
+    qt_check_case(b && (int64_t)b->n_grad == (symmetric ? 1 : 2) * groups, what,
+                  "%lld learnable values, expected %lld", b ? (long long)b->n_grad : -1LL,
+                  (long long)((symmetric ? 1 : 2) * groups));
+    float *l0 = logits(&m, &n);
+    qt_check_case(equal(plain, l0, n), what, "step 0 computes what plain fake-quant does");
+    /* gradients reach the scales */
+    for (int i = 0; i < m.llama.params.n; i++) m.llama.params.params[i]->requires_grad = true;
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t ids[16], tg[16];
+    for (int i = 0; i < 16; i++) {
+        ids[i] = (i * 5 + 1) % 64;
+        tg[i] = (i * 5 + 6) % 64;
+    }
+    int64_t sh[2] = {2, 8};
+    qt_tensor *loss = qt_cross_entropy(
+        ctx, qt_model_forward(ctx, &m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
+        qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
+    qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
+    double gs = 0;
+    for (size_t i = 0; b && i < b->n_grad; i++) gs += fabs(b->grad[i]);
+    qt_check_case(gs > 0, what, "the scales get gradients");
+    qt_ctx_free(ctx);
+    /* "learn": move the scales (and zero points), then convert ships exactly them */
+    for (size_t i = 0; b && i < b->n_total; i++) b->data[i] *= 1.0f + 0.05f * (float)(i % 7) / 7.0f;
+    float *moved = logits(&m, &n);
+    qt_check_case(!equal(moved, l0, n), what, "learned scales change the logits");
+    qt_qat_converted *cv = NULL;
+    int nc = 0;
+    qt_check_case(qt_qat_convert(q, &cv, &nc) == QT_OK && nc == 14, what, "convert: %s",
+                  qt_error_message());
+    float *conv = logits(&m, &n);
+    qt_check_case(equal(moved, conv, n), what, "converted logits equal the LSQ logits bit for bit");
+    if (nc > 0) {
+        float s0 = ((const float *)qt_paramset_find(b, "model.layers.0.self_attn.q_proj.weight_scale")->data)[0];
+        qt_check_case(cv[0].q.scales[0] == s0, what, "the exported scale is the learned one");
+    }
+    qt_qat_converted_free(cv, nc);
+    qt_qat_free(q);
+    free(plain);
+    free(l0);
+    free(moved);
+    free(conv);
+    qt_model_free(&m);
 }
 
 /* tied lm_head / embedding: both or neither, and then convert keeps the logits */
@@ -462,11 +554,14 @@ int main(void) {
         qt_safetensors_close(fx);
     }
     test_act_nan();
+    test_lsq_nonpositive_scale();
     const char *fmts[] = {"int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "q4_0", "q8_0"};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) test_prepare_convert(fmts[i], false);
     test_prepare_convert("int4", true);
     test_selection_and_errors();
     test_tied();
+    test_learnable(true);
+    test_learnable(false);
     test_convert_failure();
     test_static_observer(QT_OBS_MINMAX);
     test_static_observer(QT_OBS_MOVING_AVERAGE);

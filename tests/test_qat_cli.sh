@@ -99,6 +99,19 @@ s3=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat 
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "static: fake-quant '$s1' != converted '$s2'"
 [ -n "$s3" ] && [ "$s1" != "$s3" ] && ok || bad "static: trained observer ranges not used ('$s1' == fresh '$s3')"
 
+# learnable scales (LSQ): trained next to the weights, saved, and shipped as learned
+{ base ls | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: 12#"
+  printf 'qat:\n  weight: {format: int4, group_size: 16, symmetric: false, scale_dtype: f32, learnable: true}\n'
+} >"$tmp/ls.yaml"
+sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/ls.yaml"
+"$Q" train "$tmp/ls.yaml" >"$tmp/ls.log" 2>&1 || bad "LSQ run failed: $(tail -3 "$tmp/ls.log")"
+l1=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
+l2=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1 | ppl)
+l3=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/ls.yaml" 2>&1 | ppl)
+[ -n "$l1" ] && [ "$l1" = "$l2" ] && ok || bad "LSQ: fake-quant '$l1' != converted '$l2'"
+[ -n "$l3" ] && [ "$l1" != "$l3" ] && ok || bad "LSQ: learned scales not used ('$l1' == re-initialised '$l3')"
+expect 2 "qat.weight.learnable needs scale_dtype f32" -- train "$tmp/ls.yaml" --set qat.weight.scale_dtype=f16
+
 # the resolved recipe (into every checkpoint) reads back as it was, lists and quotes included
 { base rt; printf 'qat:\n  weight: {format: int4, group_size: 16}\n  layers: ["*.q_proj", "*.mlp.*", "*[ab\\"]x"]\n'; } >"$tmp/rt.yaml"
 "$Q" train "$tmp/rt.yaml" --check >"$tmp/rt1.yaml" 2>/dev/null || bad "--check rt.yaml"

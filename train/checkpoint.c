@@ -94,13 +94,13 @@ static qt_status read_f32(const char *path, hid_t loc, const char *name, int ndi
 
 qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
                              const qt_ckpt_state *s, const char *recipe_yaml,
-                             const qt_paramset *buffers) {
+                             const qt_paramset *buffers, const qt_adamw *bopt) {
     quiet_hdf5();
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     qt_status st = QT_OK;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t gp = -1, go = -1, gb = -1;
+    hid_t gp = -1, go = -1, gb = -1, gbo = -1;
     if (f < 0) return QT_ERROR(QT_EIO, "%s: cannot create checkpoint", tmp);
     QT_H5_CHECK(put_string(f, "format", QT_CKPT_FORMAT), "%s: write failed", tmp);
     QT_H5_CHECK(put_long(f, "version", QT_CKPT_VERSION), "%s: write failed", tmp);
@@ -131,7 +131,16 @@ qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_a
                         "%s: cannot write %s", tmp, t->name);
         }
     }
+    if (bopt && bopt->n > 0) {
+        QT_H5_CHECK(gbo = H5Gcreate2(f, "buffers_optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                    "%s: write failed", tmp);
+        int64_t nb = (int64_t)bopt->n;
+        QT_H5_CHECK(write_f32(gbo, "m", 1, &nb, bopt->m), "%s: cannot write optimizer state", tmp);
+        QT_H5_CHECK(write_f32(gbo, "v", 1, &nb, bopt->v), "%s: cannot write optimizer state", tmp);
+        QT_H5_CHECK(put_long(gbo, "adam_step", (long)bopt->step), "%s: write failed", tmp);
+    }
 done:
+    if (gbo >= 0) H5Gclose(gbo);
     if (gb >= 0) H5Gclose(gb);
     if (go >= 0) H5Gclose(go);
     if (gp >= 0) H5Gclose(gp);
@@ -181,7 +190,7 @@ done:
     return st;
 }
 
-qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers) {
+qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers, qt_adamw *bopt) {
     quiet_hdf5();
     if (H5Fis_hdf5(path) <= 0) return QT_ERROR(QT_EFORMAT, "%s: not an HDF5 file", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -193,6 +202,18 @@ qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers) {
     for (int i = 0; i < buffers->n && st == QT_OK; i++) {
         qt_tensor *t = buffers->params[i];
         st = read_f32(path, gb, t->name, t->ndim, t->shape, t->data);
+    }
+    if (st == QT_OK && bopt && bopt->n > 0) {
+        hid_t go = H5Gopen2(f, "buffers_optimizer", H5P_DEFAULT);
+        long step = 0;
+        if (go < 0) st = QT_ERROR(QT_EFORMAT, "%s: missing group /buffers_optimizer", path);
+        int64_t nb = (int64_t)bopt->n;
+        if (st == QT_OK) st = read_f32(path, go, "m", 1, &nb, bopt->m);
+        if (st == QT_OK) st = read_f32(path, go, "v", 1, &nb, bopt->v);
+        if (st == QT_OK && get_long(go, "adam_step", &step) < 0)
+            st = QT_ERROR(QT_EFORMAT, "%s: missing /buffers_optimizer adam_step", path);
+        bopt->step = step;
+        if (go >= 0) H5Gclose(go);
     }
 done:
     if (gb >= 0) H5Gclose(gb);

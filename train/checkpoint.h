@@ -4,8 +4,9 @@
  * Layout of a checkpoint file:
  *   /params/<name>      f32, the parameter's shape (HF names: model.layers.0...)
  *   /optimizer/m, /v    f32 (n), AdamW moments in the paramset's grad layout
- *   /buffers/<name>     f32, state that is not trained by the optimizer but belongs to
- *                       the model (QAT's static activation observers); optional
+ *   /buffers/<name>     f32, QAT's own parameters (static activation observers, learned
+ *                       scales); optional
+ *   /buffers_optimizer/m, /v   AdamW moments of the trained ones; optional
  *   root attributes     format ("qtrain-checkpoint"), version, step, adam_step,
  *                       data_epoch, data_pos, seed, recipe (the resolved YAML)
  * The random state needs no field: every draw is a function of (seed, counter) and the
@@ -23,12 +24,14 @@ typedef struct {
     long seed;
 } qt_ckpt_state;
 
-/* Writes atomically: path.tmp.<pid>, then rename over path. buffers may be NULL. */
+/* Writes atomically: path.tmp.<pid>, then rename over path. buffers and bopt (its
+ * optimizer, when it has trained parameters) may be NULL. */
 qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
                              const qt_ckpt_state *st, const char *recipe_yaml,
-                             const qt_paramset *buffers);
-/* Reads /buffers/<name> into every tensor of `buffers` (names and shapes must match). */
-qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers);
+                             const qt_paramset *buffers, const qt_adamw *bopt);
+/* Reads /buffers/<name> into every tensor of `buffers` (names and shapes must match) and,
+ * unless bopt is NULL, /buffers_optimizer into bopt. */
+qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers, qt_adamw *bopt);
 /* Loads into an allocated paramset of the same parameters (names and shapes must
  * match) and, unless opt is NULL, an initialised optimizer of the same size. */
 qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,

@@ -54,7 +54,7 @@ static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
     /* a checkpoint trained with static activation observers: the ranges it learned (with
      * --qat on another model they calibrate on the first batch instead) */
     if (st == QT_OK && t->qat && !qat_recipe && t->path && qt_qat_buffers(t->qat))
-        st = qt_checkpoint_load_buffers(t->path, qt_qat_buffers(t->qat));
+        st = qt_checkpoint_load_buffers(t->path, qt_qat_buffers(t->qat), NULL);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
         qt_qat_free(t->qat);

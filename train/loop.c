@@ -298,6 +298,16 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                           .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
                           .weight_decay = r->optimizer.weight_decay};
     st = qt_adamw_init(&opt, ps, oc);
+    /* QAT's learnable scales get their own AdamW (same lr, no weight decay) */
+    qt_paramset *qps = qat ? qt_qat_buffers(qat) : NULL;
+    qt_adamw qopt = {0};
+    bool has_qopt = false;
+    if (st == QT_OK && qps && qps->n_grad > 0) {
+        qt_adamw_config qoc = oc;
+        qoc.weight_decay = 0.0f;
+        st = qt_adamw_init(&qopt, qps, qoc);
+        has_qopt = st == QT_OK;
+    }
     qt_ctx *ctx = st == QT_OK ? qt_ctx_new() : NULL;
     int64_t B = r->train.batch_size, T = r->data.seq_len;
     int32_t *ids = malloc((size_t)(B * T) * sizeof(int32_t));
@@ -348,8 +358,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (st == QT_OK && cs.seed != r->train.seed)
             st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
                           ckpt, cs.seed, r->train.seed);
-        if (st == QT_OK && qat && qt_qat_buffers(qat))
-            st = qt_checkpoint_load_buffers(ckpt, qt_qat_buffers(qat));
+        if (st == QT_OK && qps)
+            st = qt_checkpoint_load_buffers(ckpt, qps, has_qopt ? &qopt : NULL);
         if (st == QT_OK) st = qt_dataset_seek(&ds, cs.data_epoch, cs.data_pos);
         if (st == QT_OK) {
             start = cs.step;
@@ -382,6 +392,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         double sq = 0.0;
         for (size_t i = 0; i < ps->n_grad; i++)
             sq += (double)ps->grad[i] * ps->grad[i];
+        for (size_t i = 0; has_qopt && i < qps->n_grad; i++)
+            sq += (double)qps->grad[i] * qps->grad[i];
         double gnorm = sqrt(sq);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             bad_run++;
@@ -389,6 +401,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n", step,
                    loss, gnorm, bad_run);
             qt_paramset_zero_grad(ps);
+            if (has_qopt) qt_paramset_zero_grad(qps);
             if (bad_run >= r->train.max_bad_steps)
                 st = QT_ERROR(QT_ENUMERIC, "training diverged: %d non-finite steps in a row "
                                            "(train.max_bad_steps); lower optimizer.lr?", bad_run);
@@ -398,9 +411,14 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (r->train.grad_clip > 0 && gnorm > r->train.grad_clip) {
             float s = (float)(r->train.grad_clip / gnorm);
             for (size_t i = 0; i < ps->n_grad; i++) ps->grad[i] *= s;
+            for (size_t i = 0; has_qopt && i < qps->n_grad; i++) qps->grad[i] *= s;
         }
         qt_adamw_step(&opt, ps, lr);
         qt_paramset_zero_grad(ps);
+        if (has_qopt) {
+            qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
+            qt_paramset_zero_grad(qps);
+        }
         if (step == start) res->first_loss = loss;
         res->last_loss = loss;
         res->steps = step + 1;
@@ -455,8 +473,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
-            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text,
-                                    qat ? qt_qat_buffers(qat) : NULL);
+            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text, qps,
+                                    has_qopt ? &qopt : NULL);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
@@ -471,6 +489,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     free(tgt);
     qt_ctx_free(ctx);
     qt_adamw_free(&opt);
+    if (has_qopt) qt_adamw_free(&qopt);
     qt_qat_free(qat);
     qt_model_free(&model);
     qt_tokenizer_free(tok);

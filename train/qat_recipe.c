@@ -35,6 +35,11 @@ qt_status qt_recipe_qat_config(const qt_recipe *r, const char *path, qt_recipe_q
             if (!gran_group && w->group_size)
                 return QT_ERROR(QT_EINVAL, "%s: qat.weight.group_size (%d) needs granularity "
                                            "group, not %s", p, w->group_size, w->granularity);
+            if (w->learnable && f->scale_dtype != QT_F32)
+                return QT_ERROR(QT_EINVAL, "%s: qat.weight.learnable needs scale_dtype f32 (the "
+                                           "learned scales are f32 and ship as they are), got %s",
+                                p, w->scale_dtype);
+            c->learnable = w->learnable;
             break;
         case QT_QF_NF4:
         case QT_QF_FP4:
@@ -57,6 +62,9 @@ qt_status qt_recipe_qat_config(const qt_recipe *r, const char *path, qt_recipe_q
         if (qt_qformat_check(f, 0, 0) != QT_OK)
             return QT_ERROR(QT_EINVAL, "%s: qat.weight: %s", p, qt_error_message());
     }
+    if (w->learnable && !c->learnable)
+        return QT_ERROR(QT_EINVAL, "%s: qat.weight.learnable needs an int weight format, got %s", p,
+                        w->format);
     const typeof(r->qat.activation) *a = &r->qat.activation;
     if (strcmp(a->format, "none")) {
         c->act.bits = a->format[3] - '0'; /* int2..int8, checked by the key's choices */

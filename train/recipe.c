@@ -102,6 +102,12 @@ static const keydef keys[] = {
      "int: dtype the scales are stored (and rounded) in"},
     {"qat.weight.double_quant", K_BOOL, F(qat.weight.double_quant), 0, 0, NULL,
      "nf4/fp4: 8-bit double quantization of the absmax (bitsandbytes' compress_statistics)"},
+    {"qat.weight.learnable", K_BOOL, F(qat.weight.learnable), 0, 0, NULL,
+     "int with scale_dtype f32: learn the scales (and asymmetric zero points) with LSQ, "
+     "starting from the quantizer's; convert ships the learned ones"},
+    {"qat.weight.lr_ratio", K_FLOAT, F(qat.weight.lr_ratio), 1e-6, 100, NULL,
+     "learnable: their learning rate as a fraction of optimizer.lr (AdamW moves a value by "
+     "about lr per step whatever its size, and scales are ~amax/7.5)"},
     {"qat.activation.format", K_STR, F(qat.activation.format), 0, 0,
      "none|int2|int3|int4|int5|int6|int7|int8", "activation fake-quant on the inputs of the "
      "selected Linear layers"},
@@ -181,6 +187,7 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->qat.weight.symmetric = true;
     strcpy(r->qat.weight.scale_dtype, "f16");
     r->qat.weight.double_quant = true;
+    r->qat.weight.lr_ratio = 0.1f;
     strcpy(r->qat.activation.format, "none");
     strcpy(r->qat.activation.granularity, "per_token");
     r->qat.activation.dynamic = true;

@@ -53,6 +53,8 @@ typedef struct {
             bool symmetric;
             char scale_dtype[8];    /* f32 | f16 | bf16 (int) */
             bool double_quant;      /* nf4/fp4 */
+            bool learnable;         /* int, f32 scales: LSQ learned scales / zero points */
+            float lr_ratio;         /* their learning rate / optimizer.lr */
         } weight;
         struct {
             char format[16];        /* none | int2..int8 */
