@@ -428,8 +428,9 @@ void qt_qat_converted_free(qt_qat_converted *c, int n) {
 }
 
 const char *qt_qat_describe(const qt_qat *q, char *buf, size_t n) {
-    char f[96] = "float";
-    if (q->cfg.weight_on) qt_qformat_str(&q->cfg.weight, f, sizeof f);
+    char f[120] = "float";
+    if (q->cfg.weight_on) qt_qformat_str(&q->cfg.weight, f, sizeof f - 24);
+    if (q->cfg.learnable) strcat(f, " (LSQ-learned scales)");
     int act;
     int total = qt_qat_count(q, &act);
     const qt_act_config *a = &q->cfg.act;

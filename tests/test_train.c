@@ -180,6 +180,50 @@ static void test_resume(const char *data) {
           qt_error_message());
 }
 
+/* QAT's own state resumes exactly too: learnable scales (and their AdamW moments) and
+ * static activation observers are in the checkpoint */
+static void test_resume_qat(const char *data) {
+    char out1[600], out2[600];
+    snprintf(out1, sizeof out1, "%s/qat_straight", dir);
+    snprintf(out2, sizeof out2, "%s/qat_resumed", dir);
+    enum { N = 20, W = 1 << 17 };
+    static double la[N], lb[N], lc[N];
+    static float wa[W], wc[W];
+    qt_recipe r;
+    tiny_recipe(&r, data, out1);
+#define QAT_SETUP(r)                                                                   \
+    do {                                                                               \
+        strcpy((r).qat.weight.format, "int4");                                         \
+        (r).qat.weight.group_size = 16;                                                \
+        (r).qat.weight.symmetric = false;                                              \
+        strcpy((r).qat.weight.scale_dtype, "f32");                                     \
+        (r).qat.weight.learnable = true;                                               \
+        strcpy((r).qat.activation.format, "int8");                                     \
+        strcpy((r).qat.activation.granularity, "per_tensor");                          \
+        (r).qat.activation.dynamic = false;                                            \
+        (r).qat.start_step = 3;                                                        \
+    } while (0)
+    QAT_SETUP(r);
+    CHECK(qt_recipe_validate(&r, "qat") == QT_OK, "qat recipe: %s", qt_error_message());
+    qt_train_result a = {.losses = la, .max_losses = N, .weights = wa, .max_weights = W};
+    CHECK(qt_train_run(&r, NULL, &a) == QT_OK, "QAT straight run: %s", qt_error_message());
+    tiny_recipe(&r, data, out2);
+    QAT_SETUP(r);
+#undef QAT_SETUP
+    qt_train_opts stop = {.stop_at = N / 2}, resume = {.resume = true};
+    qt_train_result b = {.losses = lb, .max_losses = N};
+    CHECK(qt_train_run(&r, &stop, &b) == QT_OK && b.steps == N / 2, "QAT first half: %s",
+          qt_error_message());
+    qt_train_result c = {.losses = lc, .max_losses = N, .weights = wc, .max_weights = W};
+    CHECK(qt_train_run(&r, &resume, &c) == QT_OK && c.steps == N, "QAT resumed half: %s",
+          qt_error_message());
+    int diff = 0;
+    for (int i = 0; i < N; i++) diff += (i < N / 2 ? lb[i] : lc[i]) != la[i];
+    CHECK(diff == 0, "QAT (LSQ + static observers): 10 + resume + 10 losses equal 20 straight "
+                     "(%d differ)", diff);
+    CHECK(memcmp(wa, wc, sizeof wa) == 0, "QAT: final weights identical bit for bit");
+}
+
 static void test_guard_and_data(const char *data) {
     char out[600];
     snprintf(out, sizeof out, "%s/diverge", dir);
@@ -219,6 +263,7 @@ int main(void) {
     const char *data = write_file("text.txt", text);
     free(text);
     test_resume(data);
+    test_resume_qat(data);
     test_guard_and_data(data);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
