@@ -74,6 +74,7 @@ struct qt_ctx {
     bool grad_enabled;
     qt_status status;
     char error[512];
+    uint64_t generation; /* qt_ctx_generation: bumped by every reset */
 };
 
 #define QT_FAIL QT_CTX_FAIL

@@ -130,6 +130,10 @@ void qt_ctx_free(qt_ctx *ctx);
  * one chunk of the high-water size, so a steady loop allocates nothing). Clears the
  * sticky status. Parameters are untouched. */
 void qt_ctx_reset(qt_ctx *ctx);
+/* Counts resets: an arena tensor pointer is only meaningful with the generation it was
+ * made in (the next step may put another tensor at the same address). For caches kept
+ * across ops by code above the engine. */
+uint64_t qt_ctx_generation(const qt_ctx *ctx);
 /* QT_OK, or the first error since the last reset (message in qt_ctx_error). */
 qt_status qt_ctx_status(const qt_ctx *ctx);
 const char *qt_ctx_error(const qt_ctx *ctx);

@@ -125,12 +125,14 @@ void qt_ctx_free(qt_ctx *ctx) {
 
 void qt_ctx_reset(qt_ctx *ctx) {
     qt_arena_reset(&ctx->arena);
+    ctx->generation++;
     ctx->tape_len = 0;
     ctx->status = QT_OK;
     ctx->error[0] = 0;
 }
 
 qt_status qt_ctx_status(const qt_ctx *ctx) { return ctx->status; }
+uint64_t qt_ctx_generation(const qt_ctx *ctx) { return ctx->generation; }
 const char *qt_ctx_error(const qt_ctx *ctx) { return ctx->error; }
 
 bool qt_ctx_set_grad_enabled(qt_ctx *ctx, bool enabled) {

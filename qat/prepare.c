@@ -43,6 +43,13 @@ struct qt_qat {
     qt_paramset buffers; /* QAT's own state, saved with checkpoints: observers' ranges
                             (frozen) and learnable scales / zero points (trained) */
     bool has_buffers;
+    /* dynamic per-token quant is a pure function of x, and q/k/v (gate/up) share their
+     * input: the last result is reused for the same x of the same step */
+    const qt_ctx *memo_ctx;
+    uint64_t memo_gen;
+    bool memo_grad;
+    const qt_tensor *memo_x;
+    qt_tensor *memo_y;
 };
 
 /* The elements sharing one scale: a group, a row or the whole matrix. */
@@ -113,7 +120,19 @@ static void observe(qt_qat *q, qat_layer *L, const qt_tensor *x) {
 
 static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor *x) {
     const qt_act_config *a = &q->cfg.act;
-    if (a->mode == QT_ACT_DYNAMIC_TOKEN) return qt_fake_quant_act_dynamic(ctx, x, a->bits, a->symmetric);
+    if (a->mode == QT_ACT_DYNAMIC_TOKEN) {
+        bool grad = qt_ctx_grad_enabled(ctx);
+        if (q->memo_x == x && q->memo_ctx == ctx && q->memo_gen == qt_ctx_generation(ctx) &&
+            q->memo_grad == grad)
+            return q->memo_y;
+        qt_tensor *y = qt_fake_quant_act_dynamic(ctx, x, a->bits, a->symmetric);
+        q->memo_ctx = ctx;
+        q->memo_gen = qt_ctx_generation(ctx);
+        q->memo_grad = grad;
+        q->memo_x = x;
+        q->memo_y = y;
+        return y;
+    }
     /* observers learn in training (grad mode); in eval they are frozen, except that one
      * which has never seen data calibrates on its first batch */
     if (qt_ctx_grad_enabled(ctx) || !obs_seen(L)) observe(q, L, x);
