@@ -208,6 +208,23 @@ static float *logits(qt_model *m, int64_t *n) {
     return out;
 }
 
+/* A next-token loss on fixed ids and its backward; returns the context (grads live in
+ * it until it is freed). */
+static qt_ctx *loss_backward(qt_model *m, const char *what) {
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t ids[16], tg[16];
+    for (int i = 0; i < 16; i++) {
+        ids[i] = (i * 5 + 1) % 64;
+        tg[i] = (i * 5 + 6) % 64;
+    }
+    int64_t sh[2] = {2, 8};
+    qt_tensor *loss = qt_cross_entropy(
+        ctx, qt_model_forward(ctx, m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
+        qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
+    qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
+    return ctx;
+}
+
 static bool equal(const float *a, const float *b, int64_t n) {
     return a && b && !memcmp(a, b, (size_t)n * sizeof *a);
 }
@@ -256,17 +273,7 @@ static void test_prepare_convert(const char *fmt_name, bool act) {
     }
 
     /* gradients reach every selected weight */
-    qt_ctx *ctx = qt_ctx_new();
-    int32_t ids[16], tg[16];
-    for (int i = 0; i < 16; i++) {
-        ids[i] = (i * 5 + 1) % 64;
-        tg[i] = (i * 5 + 6) % 64;
-    }
-    int64_t sh[2] = {2, 8};
-    qt_tensor *loss = qt_cross_entropy(
-        ctx, qt_model_forward(ctx, &m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
-        qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
-    qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
+    qt_ctx *ctx = loss_backward(&m, what);
     for (int l = 0; l < 2; l++) {
         qt_llama_layer *L = &m.llama.layers[l];
         qt_tensor *ws[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
@@ -342,17 +349,7 @@ static void test_learnable(bool symmetric) {
     qt_check_case(equal(plain, l0, n), what, "step 0 computes what plain fake-quant does");
     /* gradients reach the scales */
     for (int i = 0; i < m.llama.params.n; i++) m.llama.params.params[i]->requires_grad = true;
-    qt_ctx *ctx = qt_ctx_new();
-    int32_t ids[16], tg[16];
-    for (int i = 0; i < 16; i++) {
-        ids[i] = (i * 5 + 1) % 64;
-        tg[i] = (i * 5 + 6) % 64;
-    }
-    int64_t sh[2] = {2, 8};
-    qt_tensor *loss = qt_cross_entropy(
-        ctx, qt_model_forward(ctx, &m, qt_tensor_from(ctx, QT_I32, 2, sh, ids)),
-        qt_tensor_from(ctx, QT_I32, 2, sh, tg), -100);
-    qt_check_case(loss && qt_backward(ctx, loss) == QT_OK, what, "backward: %s", qt_ctx_error(ctx));
+    qt_ctx *ctx = loss_backward(&m, what);
     double gs = 0;
     for (size_t i = 0; b && i < b->n_grad; i++) gs += fabs(b->grad[i]);
     qt_check_case(gs > 0, what, "the scales get gradients");
