@@ -27,16 +27,20 @@ static qt_status weight_fwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tens
     return qt_fake_quant(&s->f, w->data, w->shape[0], w->shape[1], out->data, s->mask);
 }
 
-static qt_status weight_bwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
-                            void *state) {
-    weight_state *s = state;
-    float *dw = in[0]->grad;
+/* The straight-through estimator: dx += dy where the mask lets it through. */
+static qt_status ste_backward(qt_tensor *x, const qt_tensor *out, const uint8_t *mask) {
+    float *dx = x->grad;
     const float *dy = out->grad;
-    if (!dw) return QT_OK;
+    if (!dx) return QT_OK;
     int64_t n = qt_numel(out);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dw[i] += s->mask[i] ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] : 0.0f;
     return QT_OK;
+}
+
+static qt_status weight_bwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
+                            void *state) {
+    return ste_backward(in[0], out, ((weight_state *)state)->mask);
 }
 
 static const qt_custom_fn weight_fn = {"fake_quant_weight", weight_fwd, weight_bwd};
@@ -123,14 +127,7 @@ static qt_status act_fwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor 
 
 static qt_status act_bwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
                          void *state) {
-    act_state *s = state;
-    float *dx = in[0]->grad;
-    const float *dy = out->grad;
-    if (!dx) return QT_OK;
-    int64_t n = qt_numel(out);
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dx[i] += s->mask[i] ? dy[i] : 0.0f;
-    return QT_OK;
+    return ste_backward(in[0], out, ((act_state *)state)->mask);
 }
 
 static const qt_custom_fn act_fn = {"fake_quant_act", act_fwd, act_bwd};
