@@ -130,9 +130,10 @@ void qt_ctx_free(qt_ctx *ctx);
  * one chunk of the high-water size, so a steady loop allocates nothing). Clears the
  * sticky status. Parameters are untouched. */
 void qt_ctx_reset(qt_ctx *ctx);
-/* Counts resets: an arena tensor pointer is only meaningful with the generation it was
- * made in (the next step may put another tensor at the same address). For caches kept
- * across ops by code above the engine. */
+/* Names the current step of the context: a value unique in the process, new at
+ * qt_ctx_new and at every reset. An arena tensor pointer is only meaningful with the
+ * generation it was made in (the next step, or a new context at the same address, may
+ * put another tensor there). For caches kept across ops by code above the engine. */
 uint64_t qt_ctx_generation(const qt_ctx *ctx);
 /* QT_OK, or the first error since the last reset (message in qt_ctx_error). */
 qt_status qt_ctx_status(const qt_ctx *ctx);

@@ -109,10 +109,18 @@ const char *qt_shape_str(const qt_tensor *t, char *buf, size_t n) {
 
 /* ------------------------------------------------------------------ context ---- */
 
+/* Generations are unique across every context of the process (a context freed and
+ * another allocated at its address must not look like the same step). */
+static uint64_t next_generation(void) {
+    static uint64_t counter;
+    return __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+}
+
 qt_ctx *qt_ctx_new(void) {
     qt_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->grad_enabled = true;
+    ctx->generation = next_generation();
     return ctx;
 }
 
@@ -125,7 +133,7 @@ void qt_ctx_free(qt_ctx *ctx) {
 
 void qt_ctx_reset(qt_ctx *ctx) {
     qt_arena_reset(&ctx->arena);
-    ctx->generation++;
+    ctx->generation = next_generation();
     ctx->tape_len = 0;
     ctx->status = QT_OK;
     ctx->error[0] = 0;

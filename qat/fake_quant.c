@@ -169,10 +169,11 @@ typedef struct {
     float grad_factor;
 } lsq_state;
 
-/* The scale the op computes with: a learned scale that an optimizer step pushed to or
- * below zero is held at FLT_EPSILON (torch would divide by it), so training goes on and
- * convert (which applies the same rule) ships what was computed. */
-static inline float lsq_scale(float s) { return s > FLT_EPSILON ? s : FLT_EPSILON; }
+/* The scale the op computes with: the quantizer core's rule (a scale whose reciprocal
+ * is not finite becomes FLT_EPSILON), extended to scales an optimizer step pushed to or
+ * below zero (torch would divide by them); convert applies the same rule. The trainer
+ * also clamps the stored values (qt_qat_after_step), as torch's LearnableFakeQuantize. */
+static inline float lsq_scale(float s) { return s > 0.0f && isfinite(1.0f / s) ? s : FLT_EPSILON; }
 
 /* torch's _get_rounded_zero_point: rint, then clamp to [qmin, qmax] */
 static float lsq_zero(const qt_tensor *zp, int64_t c, int qmin, int qmax) {
@@ -244,11 +245,11 @@ qt_tensor *qt_fake_quant_lsq(qt_ctx *ctx, qt_tensor *x, qt_tensor *scale, qt_ten
                            "scale (%lld), and zero_point must match scale",
                            (long long)qt_numel(x), (long long)C);
     if (qmin >= qmax) return QT_CTX_FAIL(ctx, QT_EINVAL, "fake_quant_lsq: qmin must be < qmax");
-    const float *sd = scale->data;
+    const float *sd = scale->data, *zd = zero_point ? zero_point->data : NULL;
     for (int64_t c = 0; c < C; c++)
-        if (!isfinite(sd[c]))
-            return QT_CTX_FAIL(ctx, QT_ENUMERIC, "fake_quant_lsq: scale[%lld] = %g is not finite",
-                               (long long)c, (double)sd[c]);
+        if (!isfinite(sd[c]) || (zd && !isfinite(zd[c])))
+            return QT_CTX_FAIL(ctx, QT_ENUMERIC, "fake_quant_lsq: scale[%lld] = %g, zero_point = %g: "
+                               "not finite", (long long)c, (double)sd[c], zd ? (double)zd[c] : 0.0);
     lsq_state *s = qt_ctx_alloc(ctx, sizeof *s);
     if (!s) return NULL;
     s->qmin = qmin;

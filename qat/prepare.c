@@ -198,14 +198,21 @@ static qt_status make_buffers(qt_qat *q) {
             L->obs[0] = INFINITY;
             L->obs[1] = -INFINITY;
         }
-        bool dup = false; /* a tied lm_head: the embedding's scales, already set */
-        for (int j = 0; j < i && q->cfg.learnable; j++)
+        for (int j = 0; j < i && q->cfg.learnable; j++) /* a tied lm_head shares */
             if (q->layers[j].w == L->w) {
                 L->scale = q->layers[j].scale;
                 L->zero = q->layers[j].zero;
-                dup = true;
             }
-        if (!L->scale || dup) continue;
+    }
+    if (st == QT_OK) qt_qat_init_scales(q);
+    return st;
+}
+
+void qt_qat_init_scales(qt_qat *q) {
+    const qt_qformat *f = &q->cfg.weight;
+    for (int i = 0; i < q->n; i++) {
+        qat_layer *L = &q->layers[i];
+        if (!L->scale) continue;
         int64_t G = group_len(f, L->w), ng = qt_numel(L->w) / G;
         const float *w = L->w->data;
         float *s = L->scale->data, *z = L->zero ? L->zero->data : NULL;
@@ -215,7 +222,16 @@ static qt_status make_buffers(qt_qat *q) {
             if (z) z[g] = (float)zz;
         }
     }
-    return st;
+}
+
+void qt_qat_after_step(qt_qat *q) {
+    for (int i = 0; i < q->n; i++) { /* torch LearnableFakeQuantize: scale.clamp_(min=eps) */
+        qat_layer *L = &q->layers[i];
+        if (!L->scale) continue;
+        float *s = L->scale->data;
+        for (int64_t g = 0; g < qt_numel(L->scale); g++)
+            if (!(s[g] > 0.0f)) s[g] = FLT_EPSILON;
+    }
 }
 
 static bool matches(const qt_qat_config *c, const char *module) {
@@ -375,14 +391,16 @@ static qt_status lsq_quantize(const qt_qat *q, const qat_layer *L, qt_qtensor *o
     }
     const float *w = L->w->data, *sl = L->scale->data;
     for (int64_t g = 0; g < ng; g++) {
-        if (!isfinite(sl[g])) {
+        float zraw = L->zero ? ((const float *)L->zero->data)[g] : 0.0f;
+        if (!isfinite(sl[g]) || !isfinite(zraw)) {
             qt_qtensor_free(out);
-            return QT_ERROR(QT_ENUMERIC, "qat convert: %s: learned scale %lld is %g", L->module,
-                            (long long)g, (double)sl[g]);
+            return QT_ERROR(QT_ENUMERIC, "qat convert: %s: learned scale / zero point %lld is %g / "
+                                         "%g", L->module, (long long)g, (double)sl[g], (double)zraw);
         }
-        float sg = sl[g] > FLT_EPSILON ? sl[g] : FLT_EPSILON; /* as the LSQ op computes */
+        /* as the LSQ op computes (fake_quant.c lsq_scale) */
+        float sg = sl[g] > 0.0f && isfinite(1.0f / sl[g]) ? sl[g] : FLT_EPSILON;
         /* the LSQ op's zero point: rint, clamped to the range; symmetric: 2^(b-1) */
-        float zf = L->zero ? rintf(((const float *)L->zero->data)[g]) : 0.0f;
+        float zf = rintf(zraw);
         zf = zf < (float)qmin ? (float)qmin : (zf > (float)qmax ? (float)qmax : zf);
         int z = L->zero ? (int)zf : 1 << (f->bits - 1);
         out->scales[g] = sg;

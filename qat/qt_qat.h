@@ -113,6 +113,14 @@ void qt_qat_converted_free(qt_qat_converted *c, int n);
  * optimizer steps them next to the model's). NULL when there are none. */
 qt_paramset *qt_qat_buffers(qt_qat *q);
 
+/* Learnable scales: (re)sets every scale and zero point to the quantizer's choice for the
+ * current weights (prepare does it; the trainer again when fake-quant turns on at a
+ * later step, so they start from the weights they will quantize). */
+void qt_qat_init_scales(qt_qat *q);
+/* After an optimizer step of the learnable scales: a scale pushed to or below zero is
+ * set to FLT_EPSILON (torch's LearnableFakeQuantize clamps its scale the same way). */
+void qt_qat_after_step(qt_qat *q);
+
 /* One-line description ("int4 g32 sym f16 weights on 28 layers, int8 per-token asym
  * activations") into buf. */
 const char *qt_qat_describe(const qt_qat *q, char *buf, size_t n);

@@ -365,8 +365,10 @@ static void test_learnable(bool symmetric) {
     float *conv = logits(&m, &n);
     qt_check_case(equal(moved, conv, n), what, "converted logits equal the LSQ logits bit for bit");
     if (nc > 0) {
-        float s0 = ((const float *)qt_paramset_find(b, "model.layers.0.self_attn.q_proj.weight_scale")->data)[0];
-        qt_check_case(cv[0].q.scales[0] == s0, what, "the exported scale is the learned one");
+        const qt_tensor *ls = qt_paramset_find(b, "model.layers.0.self_attn.q_proj.weight_scale");
+        bool same_scales = ls && cv[0].q.n_scales == qt_numel(ls) &&
+                           !memcmp(cv[0].q.scales, ls->data, (size_t)qt_numel(ls) * sizeof(float));
+        qt_check_case(same_scales, what, "the exported scales are the learned ones");
     }
     qt_qat_converted_free(cv, nc);
     qt_qat_free(q);
@@ -374,6 +376,57 @@ static void test_learnable(bool symmetric) {
     free(l0);
     free(moved);
     free(conv);
+    qt_model_free(&m);
+}
+
+/* logits of ids seeded `seed`, on a fresh context each time (freed after) */
+static float *logits_seed(qt_model *m, int seed, int64_t *n) {
+    qt_ctx *ctx = qt_ctx_new();
+    qt_ctx_set_grad_enabled(ctx, false);
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++) ids[i] = (i * 7 + 11 * seed) % 64;
+    int64_t sh[2] = {2, 12};
+    qt_tensor *y = qt_model_forward(ctx, m, qt_tensor_from(ctx, QT_I32, 2, sh, ids));
+    float *out = NULL;
+    if (y) {
+        *n = qt_numel(y);
+        out = malloc((size_t)*n * sizeof *out);
+        memcpy(out, y->data, (size_t)*n * sizeof *out);
+    }
+    qt_ctx_free(ctx);
+    return out;
+}
+
+/* the per-token activation memo never serves a result from another step or context,
+ * even when a new context lands at a freed one's address */
+static void test_act_memo(void) {
+    qt_model m;
+    tiny_model(&m);
+    const char *globs[] = {"model.layers.0.self_attn.[qkv]_proj"};
+    qt_qat_config cfg = {.weight_on = true, .layers = globs, .n_layers = 1,
+                         .act = {.mode = QT_ACT_DYNAMIC_TOKEN, .bits = 4}};
+    qt_qformat_parse("int8", &cfg.weight);
+    cfg.weight.group_size = 16;
+    qt_qat *q = NULL;
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "memo: %s", qt_error_message());
+    if (!q) {
+        qt_model_free(&m);
+        return;
+    }
+    int64_t n;
+    float *b_fresh = logits_seed(&m, 2, &n); /* B with nothing remembered */
+    qt_qat_free(q);
+    CHECK(qt_qat_prepare(&q, &m, &cfg) == QT_OK, "memo: %s", qt_error_message());
+    bool ok = true;
+    for (int k = 0; k < 8 && q; k++) { /* A then B, fresh contexts, again and again */
+        float *a = logits_seed(&m, 1, &n), *b = logits_seed(&m, 2, &n);
+        ok &= a && b && equal(b, b_fresh, n) && !equal(a, b, n);
+        free(a);
+        free(b);
+    }
+    CHECK(ok, "a forward never reuses another context's quantized activations");
+    free(b_fresh);
+    qt_qat_free(q);
     qt_model_free(&m);
 }
 
@@ -557,6 +610,7 @@ int main(void) {
     test_prepare_convert("int4", true);
     test_selection_and_errors();
     test_tied();
+    test_act_memo();
     test_learnable(true);
     test_learnable(false);
     test_convert_failure();

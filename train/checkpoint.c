@@ -198,7 +198,7 @@ qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers, qt_
     qt_status st = QT_OK;
     hid_t gb = -1;
     QT_H5_CHECK(gb = H5Gopen2(f, "buffers", H5P_DEFAULT),
-                "%s: missing group /buffers (observer state of a QAT run)", path);
+                "%s: missing group /buffers (QAT observers / learned scales)", path);
     for (int i = 0; i < buffers->n && st == QT_OK; i++) {
         qt_tensor *t = buffers->params[i];
         st = read_f32(path, gb, t->name, t->ndim, t->shape, t->data);

@@ -298,7 +298,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                           .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
                           .weight_decay = r->optimizer.weight_decay};
     st = qt_adamw_init(&opt, ps, oc);
-    /* QAT's learnable scales get their own AdamW (same lr, no weight decay) */
+    /* QAT's learnable scales get their own AdamW (lr * qat.weight.lr_ratio, no decay) */
     qt_paramset *qps = qat ? qt_qat_buffers(qat) : NULL;
     qt_adamw qopt = {0};
     bool has_qopt = false;
@@ -375,6 +375,9 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         float lr = qt_lr_at(step, r->train.steps, r->optimizer.lr, r->schedule.warmup,
                             r->schedule.decay, r->schedule.min_lr_ratio);
         if (qat) qt_qat_set_enabled(qat, step >= r->qat.start_step);
+        /* learnable scales start from the weights fake-quant will see (a resumed run past
+         * start_step has them from the checkpoint) */
+        if (has_qopt && step == r->qat.start_step && step > 0) qt_qat_init_scales(qat);
         double loss = 0.0;
         for (int micro = 0; micro < r->train.grad_accum && st == QT_OK; micro++) {
             qt_ctx_reset(ctx);
@@ -415,8 +418,11 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
         qt_adamw_step(&opt, ps, lr);
         qt_paramset_zero_grad(ps);
-        if (has_qopt) {
-            qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
+        if (has_qopt) { /* not before fake-quant is on: its step count drives bias correction */
+            if (step >= r->qat.start_step) {
+                qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
+                qt_qat_after_step(qat);
+            }
             qt_paramset_zero_grad(qps);
         }
         if (step == start) res->first_loss = loss;

@@ -493,6 +493,9 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (!r->data.tokenizer[0]) return QT_ERROR(QT_EINVAL, "%s: data.tokenizer is empty", p);
     if (!strcmp(r->data.tokenizer, "model") && !r->model.from[0])
         return QT_ERROR(QT_EINVAL, "%s: data.tokenizer \"model\" needs model.from", p);
+    if (r->qat.weight.learnable && !strcmp(r->qat.weight.format, "none"))
+        return QT_ERROR(QT_EINVAL, "%s: qat.weight.learnable needs qat.weight.format (an int "
+                                   "format with scale_dtype f32)", p);
     if (qt_recipe_has_qat(r)) {
         qt_recipe_qat q;
         qt_status st = qt_recipe_qat_config(r, p, &q);
