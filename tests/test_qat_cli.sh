@@ -29,6 +29,8 @@ expect() {
   fi
 }
 
+ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
+
 for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
 head -c 2000 "$tmp/text.txt" >"$tmp/val.txt" # evaluation text: small, evals are many
 base() { # base recipe: tiny llama on bytes
@@ -65,14 +67,26 @@ if ls "$tmp"/b*/checkpoint.h5 >/dev/null 2>&1; then bad "a refused recipe wrote 
 # --- float, then QAT from its checkpoint -------------------------------------------
 base float >"$tmp/float.yaml"
 "$Q" train "$tmp/float.yaml" >"$tmp/float.log" 2>&1 || bad "float run failed: $(tail -3 "$tmp/float.log")"
-{ base qat | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: 20#"
-  printf 'qat:\n  weight: {format: int4, group_size: 16}\n  activation: {format: int8}\n  layers: ["*_proj"]\n  start_step: 5\n'
-} >"$tmp/qat.yaml"
-sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/qat.yaml"
-"$Q" train "$tmp/qat.yaml" >"$tmp/qat.log" 2>&1 || bad "QAT run failed: $(tail -3 "$tmp/qat.log")"
+# qat_run NAME STEPS QAT-SECTION: $tmp/NAME.yaml fine-tunes the float checkpoint for
+# STEPS steps with that qat: section (its tokenizer), trained into $tmp/NAME
+qat_run() {
+  { base "$1" | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: $2#
+                     s#^data: {train#data: {tokenizer: model, train#"
+    printf 'qat:\n%s\n' "$3"; } >"$tmp/$1.yaml"
+  "$Q" train "$tmp/$1.yaml" >"$tmp/$1.log" 2>&1 || bad "$1 run failed: $(tail -3 "$tmp/$1.log")"
+}
+# ppl_of NAME [eval flags]: perplexity of $tmp/NAME/checkpoint.h5 on the evaluation text
+ppl_of() {
+  local name=$1
+  shift
+  "$Q" eval "$tmp/$name/checkpoint.h5" --data "$tmp/val.txt" --context 64 "$@" 2>&1 | ppl
+}
+qat_run qat 20 '  weight: {format: int4, group_size: 16}
+  activation: {format: int8}
+  layers: ["*_proj"]
+  start_step: 5'
 grep -q "QAT: int4 g16" "$tmp/qat.log" && ok || bad "the QAT run does not say what it fake-quantizes: $(head -3 "$tmp/qat.log")"
 
-ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
 fq=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1)
 cv=$("$Q" eval "$tmp/qat/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1)
 p_fq=$(ppl <<<"$fq")
@@ -80,34 +94,27 @@ p_cv=$(ppl <<<"$cv")
 [ -n "$p_fq" ] && [ "$p_fq" = "$p_cv" ] && ok || bad "fake-quant ppl '$p_fq' != converted ppl '$p_cv' ($fq / $cv)"
 grep -q "fake-quant" <<<"$fq" && grep -q "converted" <<<"$cv" && ok || bad "eval does not say how it quantized: $fq"
 
-fl=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
-rtn=$("$Q" eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/qat.yaml" 2>&1 | ppl)
+fl=$(ppl_of float)
+rtn=$(ppl_of float --qat "$tmp/qat.yaml")
 [ -n "$fl" ] && [ -n "$rtn" ] && [ "$fl" != "$rtn" ] && ok || bad "RTN ppl '$rtn' vs float '$fl'"
 expect 2 "has no qat: section" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --qat "$tmp/float.yaml"
 expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --convert
 
 # static per-tensor activations: the observers' ranges are saved with the checkpoint and
 # used by eval (calibrating afresh on the first window, as --qat does, gives another number)
-{ base st | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: 12#"
-  printf 'qat:\n  weight: {format: int8, group_size: 16}\n  activation: {format: int8, granularity: per_tensor, dynamic: false, observer: minmax}\n'
-} >"$tmp/st.yaml"
-sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/st.yaml"
-"$Q" train "$tmp/st.yaml" >"$tmp/st.log" 2>&1 || bad "static-activation QAT run failed: $(tail -3 "$tmp/st.log")"
-s1=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
-s2=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1 | ppl)
-s3=$("$Q" eval "$tmp/st/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/st.yaml" 2>&1 | ppl)
+qat_run st 12 '  weight: {format: int8, group_size: 16}
+  activation: {format: int8, granularity: per_tensor, dynamic: false, observer: minmax}'
+s1=$(ppl_of st)
+s2=$(ppl_of st --convert)
+s3=$(ppl_of st --qat "$tmp/st.yaml")
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "static: fake-quant '$s1' != converted '$s2'"
 [ -n "$s3" ] && [ "$s1" != "$s3" ] && ok || bad "static: trained observer ranges not used ('$s1' == fresh '$s3')"
 
 # learnable scales (LSQ): trained next to the weights, saved, and shipped as learned
-{ base ls | sed "s#^model: .*#model: {from: $tmp/float/checkpoint.h5}#; s#steps: 30#steps: 12#"
-  printf 'qat:\n  weight: {format: int4, group_size: 16, symmetric: false, scale_dtype: f32, learnable: true}\n'
-} >"$tmp/ls.yaml"
-sed -i "s#^data: {train#data: {tokenizer: model, train#" "$tmp/ls.yaml"
-"$Q" train "$tmp/ls.yaml" >"$tmp/ls.log" 2>&1 || bad "LSQ run failed: $(tail -3 "$tmp/ls.log")"
-l1=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 2>&1 | ppl)
-l2=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 --convert 2>&1 | ppl)
-l3=$("$Q" eval "$tmp/ls/checkpoint.h5" --data "$tmp/val.txt" --context 64 --qat "$tmp/ls.yaml" 2>&1 | ppl)
+qat_run ls 12 '  weight: {format: int4, group_size: 16, symmetric: false, scale_dtype: f32, learnable: true}'
+l1=$(ppl_of ls)
+l2=$(ppl_of ls --convert)
+l3=$(ppl_of ls --qat "$tmp/ls.yaml")
 [ -n "$l1" ] && [ "$l1" = "$l2" ] && ok || bad "LSQ: fake-quant '$l1' != converted '$l2'"
 [ -n "$l3" ] && [ "$l1" != "$l3" ] && ok || bad "LSQ: learned scales not used ('$l1' == re-initialised '$l3')"
 expect 2 "qat.weight.learnable needs scale_dtype f32" -- train "$tmp/ls.yaml" --set qat.weight.scale_dtype=f16

@@ -138,90 +138,81 @@ static void tiny_recipe(qt_recipe *r, const char *data, const char *out) {
     r->output.sample_tokens = 0;
 }
 
-static void test_resume(const char *data) {
+/* Trains 20 steps straight and 10 + resume + 10 into <dir>/<tag>_{straight,resumed}
+ * (setup, when given, changes the tiny recipe), and checks the losses and final weights
+ * are the same bit for bit. *r is left as the resumed run's recipe, *straight its result. */
+static void check_resume(const char *tag, const char *data, void (*setup)(qt_recipe *),
+                         qt_recipe *r, qt_train_result *straight) {
     char out1[600], out2[600];
-    snprintf(out1, sizeof out1, "%s/straight", dir);
-    snprintf(out2, sizeof out2, "%s/resumed", dir);
+    snprintf(out1, sizeof out1, "%s/%s_straight", dir, tag);
+    snprintf(out2, sizeof out2, "%s/%s_resumed", dir, tag);
     enum { N = 20, W = 1 << 17 };
     static double la[N], lb[N], lc[N];
     static float wa[W], wc[W];
-    qt_recipe r;
 
-    tiny_recipe(&r, data, out1);
+    tiny_recipe(r, data, out1);
+    if (setup) setup(r);
+    CHECK(qt_recipe_validate(r, tag) == QT_OK, "%s recipe: %s", tag, qt_error_message());
     qt_train_result a = {.losses = la, .max_losses = N, .weights = wa, .max_weights = W};
-    CHECK(qt_train_run(&r, NULL, &a) == QT_OK, "straight run: %s", qt_error_message());
-    CHECK(a.steps == N && a.last_loss < a.first_loss, "straight run learns (%g -> %g)",
-          a.first_loss, a.last_loss);
+    CHECK(qt_train_run(r, NULL, &a) == QT_OK, "%s straight run: %s", tag, qt_error_message());
+    *straight = a;
 
-    tiny_recipe(&r, data, out2);
+    tiny_recipe(r, data, out2);
+    if (setup) setup(r);
     qt_train_opts stop = {.stop_at = N / 2}, resume = {.resume = true};
     qt_train_result b = {.losses = lb, .max_losses = N};
-    CHECK(qt_train_run(&r, &stop, &b) == QT_OK && b.steps == N / 2, "first half: %s",
+    CHECK(qt_train_run(r, &stop, &b) == QT_OK && b.steps == N / 2, "%s first half: %s", tag,
           qt_error_message());
     qt_train_result c = {.losses = lc, .max_losses = N, .weights = wc, .max_weights = W};
-    CHECK(qt_train_run(&r, &resume, &c) == QT_OK && c.steps == N, "resumed half: %s",
+    CHECK(qt_train_run(r, &resume, &c) == QT_OK && c.steps == N, "%s resumed half: %s", tag,
           qt_error_message());
     int diff = 0;
     for (int i = 0; i < N; i++) diff += (i < N / 2 ? lb[i] : lc[i]) != la[i];
-    CHECK(diff == 0, "10 + resume + 10 losses equal 20 straight (%d differ)", diff);
-    CHECK(memcmp(wa, wc, sizeof wa) == 0, "final weights identical bit for bit");
+    CHECK(diff == 0, "%s: 10 + resume + 10 losses equal 20 straight (%d differ)", tag, diff);
+    CHECK(memcmp(wa, wc, sizeof wa) == 0, "%s: final weights identical bit for bit", tag);
+}
+
+static void test_resume(const char *data) {
+    qt_recipe r;
+    qt_train_result a;
+    check_resume("plain", data, NULL, &r, &a);
+    CHECK(a.steps == 20 && a.last_loss < a.first_loss, "straight run learns (%g -> %g)",
+          a.first_loss, a.last_loss);
 
     /* a resume with another seed is refused, naming the checkpoint */
+    qt_train_opts resume = {.resume = true};
     r.train.seed = 99;
     qt_train_result d = {0};
     CHECK(qt_train_run(&r, &resume, &d) == QT_EINVAL && strstr(qt_error_message(), "seed"),
           "seed mismatch refused: %s", qt_error_message());
     /* a truncated checkpoint is an error, not a crash */
     char ck[700];
-    snprintf(ck, sizeof ck, "%s/checkpoint.h5", out2);
+    snprintf(ck, sizeof ck, "%s/checkpoint.h5", r.output.dir);
     if (truncate(ck, 2000) != 0) printf("note: truncate failed\n");
     r.train.seed = 1337;
     CHECK(qt_train_run(&r, &resume, &d) == QT_EFORMAT, "truncated checkpoint: %s",
           qt_error_message());
 }
 
+/* learnable int4 scales (LSQ) and static int8 activation observers, from step 3 */
+static void qat_setup(qt_recipe *r) {
+    strcpy(r->qat.weight.format, "int4");
+    r->qat.weight.group_size = 16;
+    r->qat.weight.symmetric = false;
+    strcpy(r->qat.weight.scale_dtype, "f32");
+    r->qat.weight.learnable = true;
+    strcpy(r->qat.activation.format, "int8");
+    strcpy(r->qat.activation.granularity, "per_tensor");
+    r->qat.activation.dynamic = false;
+    r->qat.start_step = 3;
+}
+
 /* QAT's own state resumes exactly too: learnable scales (and their AdamW moments) and
  * static activation observers are in the checkpoint */
 static void test_resume_qat(const char *data) {
-    char out1[600], out2[600];
-    snprintf(out1, sizeof out1, "%s/qat_straight", dir);
-    snprintf(out2, sizeof out2, "%s/qat_resumed", dir);
-    enum { N = 20, W = 1 << 17 };
-    static double la[N], lb[N], lc[N];
-    static float wa[W], wc[W];
     qt_recipe r;
-    tiny_recipe(&r, data, out1);
-#define QAT_SETUP(r)                                                                   \
-    do {                                                                               \
-        strcpy((r).qat.weight.format, "int4");                                         \
-        (r).qat.weight.group_size = 16;                                                \
-        (r).qat.weight.symmetric = false;                                              \
-        strcpy((r).qat.weight.scale_dtype, "f32");                                     \
-        (r).qat.weight.learnable = true;                                               \
-        strcpy((r).qat.activation.format, "int8");                                     \
-        strcpy((r).qat.activation.granularity, "per_tensor");                          \
-        (r).qat.activation.dynamic = false;                                            \
-        (r).qat.start_step = 3;                                                        \
-    } while (0)
-    QAT_SETUP(r);
-    CHECK(qt_recipe_validate(&r, "qat") == QT_OK, "qat recipe: %s", qt_error_message());
-    qt_train_result a = {.losses = la, .max_losses = N, .weights = wa, .max_weights = W};
-    CHECK(qt_train_run(&r, NULL, &a) == QT_OK, "QAT straight run: %s", qt_error_message());
-    tiny_recipe(&r, data, out2);
-    QAT_SETUP(r);
-#undef QAT_SETUP
-    qt_train_opts stop = {.stop_at = N / 2}, resume = {.resume = true};
-    qt_train_result b = {.losses = lb, .max_losses = N};
-    CHECK(qt_train_run(&r, &stop, &b) == QT_OK && b.steps == N / 2, "QAT first half: %s",
-          qt_error_message());
-    qt_train_result c = {.losses = lc, .max_losses = N, .weights = wc, .max_weights = W};
-    CHECK(qt_train_run(&r, &resume, &c) == QT_OK && c.steps == N, "QAT resumed half: %s",
-          qt_error_message());
-    int diff = 0;
-    for (int i = 0; i < N; i++) diff += (i < N / 2 ? lb[i] : lc[i]) != la[i];
-    CHECK(diff == 0, "QAT (LSQ + static observers): 10 + resume + 10 losses equal 20 straight "
-                     "(%d differ)", diff);
-    CHECK(memcmp(wa, wc, sizeof wa) == 0, "QAT: final weights identical bit for bit");
+    qt_train_result a;
+    check_resume("qat", data, qat_setup, &r, &a);
 }
 
 static void test_guard_and_data(const char *data) {
