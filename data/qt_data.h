@@ -77,6 +77,15 @@ qt_status qt_tokenizer_from_vocab(const qt_tokenizer_vocab *v, qt_tokenizer **ou
  * in messages. A model loader that has the GGUF open passes it; load_gguf opens one. */
 qt_status qt_tokenizer_from_gguf(const qt_gguf *g, const char *src, qt_tokenizer **out);
 qt_status qt_tokenizer_load_gguf(const char *path, qt_tokenizer **out);
+/* The inverse of qt_tokenizer_from_vocab, for writing a GGUF: every id's token (an id
+ * with none is "[PAD<id>]" of type UNUSED), its type (CONTROL for special added tokens,
+ * USER_DEFINED for other added ones, UNKNOWN, NORMAL) as llama.cpp's converter writes
+ * them, merges in rank order, the pre-tokenizer as llama.cpp names it, bos/eos and
+ * whether encode adds them. Everything in *v is malloc'ed: free with
+ * qt_tokenizer_vocab_free (pre is static). QT_ENOTSUP when llama.cpp has no pre-tokenizer
+ * that splits alike (add_prefix_space, an unnamed Sequence). */
+qt_status qt_tokenizer_to_vocab(const qt_tokenizer *tok, qt_tokenizer_vocab *v);
+void qt_tokenizer_vocab_free(qt_tokenizer_vocab *v);
 void qt_tokenizer_free(qt_tokenizer *tok);
 
 /* Flags of qt_tokenizer_encode / qt_tokenizer_decode. */

@@ -129,42 +129,74 @@ static qt_tensor *linear(qt_ctx *ctx, const qt_llama *m, qt_tensor *x, qt_tensor
     return qt_linear(ctx, x, w, b, false);
 }
 
-qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
+/* Checks ids against the config: (B, T) i32, T within max_seq_len / sliding_window. */
+static bool check_ids(qt_ctx *ctx, const qt_llama *m, const qt_tensor *ids) {
+    const qt_llama_config *c = &m->cfg;
+    if (!ids || ids->ndim != 2 || ids->dtype != QT_I32) {
+        QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: ids must be (B, T) i32");
+        return false;
+    }
+    int64_t T = ids->shape[1];
+    if (c->max_seq_len > 0 && T > c->max_seq_len) {
+        QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: sequence length %lld exceeds max_seq_len %d",
+                    (long long)T, c->max_seq_len);
+        return false;
+    }
+    if (c->sliding_window > 0 && T > c->sliding_window) {
+        QT_CTX_FAIL(ctx, QT_ENOTSUP,
+                    "llama: sequence length %lld exceeds sliding_window %d; windowed "
+                    "attention is not implemented",
+                    (long long)T, c->sliding_window);
+        return false;
+    }
+    return true;
+}
+
+qt_tensor *qt_llama_embed(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
+    if (qt_ctx_status(ctx) != QT_OK || !check_ids(ctx, m, ids)) return NULL;
+    qt_tensor *table = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->embed) : m->embed;
+    return qt_embedding(ctx, table, ids);
+}
+
+qt_tensor *qt_llama_attention(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *h) {
     const qt_llama_config *c = &m->cfg;
     if (qt_ctx_status(ctx) != QT_OK) return NULL;
-    if (!ids || ids->ndim != 2 || ids->dtype != QT_I32)
-        return QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: ids must be (B, T) i32");
-    int64_t B = ids->shape[0], T = ids->shape[1], hd = c->dim / c->n_heads;
-    if (c->max_seq_len > 0 && T > c->max_seq_len)
-        return QT_CTX_FAIL(ctx, QT_ESHAPE, "llama: sequence length %lld exceeds max_seq_len %d",
-                           (long long)T, c->max_seq_len);
-    if (c->sliding_window > 0 && T > c->sliding_window)
-        return QT_CTX_FAIL(ctx, QT_ENOTSUP,
-                           "llama: sequence length %lld exceeds sliding_window %d; windowed "
-                           "attention is not implemented",
-                           (long long)T, c->sliding_window);
-    float eps = c->norm_eps;
-    qt_tensor *table = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->embed) : m->embed;
-    qt_tensor *x = qt_embedding(ctx, table, ids);
-    for (int l = 0; l < c->n_layers; l++) {
-        qt_llama_layer *L = &m->layers[l];
-        qt_tensor *h = qt_rmsnorm(ctx, x, L->attn_norm, eps);
-        qt_tensor *q = linear(ctx, m, h, L->wq, L->bq), *k = linear(ctx, m, h, L->wk, L->bk),
-                  *v = linear(ctx, m, h, L->wv, L->bv);
-        q = split_heads(ctx, q, B, T, c->n_heads, hd);
-        k = split_heads(ctx, k, B, T, c->n_kv_heads, hd);
-        v = split_heads(ctx, v, B, T, c->n_kv_heads, hd);
-        q = qt_rope(ctx, q, c->rope_theta, 0);
-        k = qt_rope(ctx, k, c->rope_theta, 0);
-        qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, q, k, v, 0.0f), 1, 2);
-        int64_t s3[3] = {B, T, c->n_heads * hd};
-        a = qt_reshape(ctx, a, 3, s3);
-        x = qt_add(ctx, x, linear(ctx, m, a, L->wo, NULL));
-        h = qt_rmsnorm(ctx, x, L->ffn_norm, eps);
-        qt_tensor *g = linear(ctx, m, h, L->w_gate, NULL);
-        qt_tensor *u = linear(ctx, m, h, L->w_up, NULL);
-        x = qt_add(ctx, x, linear(ctx, m, qt_swiglu(ctx, g, u), L->w_down, NULL));
-    }
-    x = qt_rmsnorm(ctx, x, m->final_norm, eps);
+    const qt_llama_layer *L = &m->layers[l];
+    int64_t B = h->shape[0], T = h->shape[1], hd = c->dim / c->n_heads;
+    qt_tensor *q = linear(ctx, m, h, L->wq, L->bq), *k = linear(ctx, m, h, L->wk, L->bk),
+              *v = linear(ctx, m, h, L->wv, L->bv);
+    q = split_heads(ctx, q, B, T, c->n_heads, hd);
+    k = split_heads(ctx, k, B, T, c->n_kv_heads, hd);
+    v = split_heads(ctx, v, B, T, c->n_kv_heads, hd);
+    q = qt_rope(ctx, q, c->rope_theta, 0);
+    k = qt_rope(ctx, k, c->rope_theta, 0);
+    qt_tensor *a = qt_transpose(ctx, qt_attention(ctx, q, k, v, 0.0f), 1, 2);
+    int64_t s3[3] = {B, T, c->n_heads * hd};
+    a = qt_reshape(ctx, a, 3, s3);
+    return linear(ctx, m, a, L->wo, NULL);
+}
+
+qt_tensor *qt_llama_mlp(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *h) {
+    const qt_llama_layer *L = &m->layers[l];
+    qt_tensor *g = linear(ctx, m, h, L->w_gate, NULL);
+    qt_tensor *u = linear(ctx, m, h, L->w_up, NULL);
+    return linear(ctx, m, qt_swiglu(ctx, g, u), L->w_down, NULL);
+}
+
+qt_tensor *qt_llama_block(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *x) {
+    const qt_llama_layer *L = &m->layers[l];
+    float eps = m->cfg.norm_eps;
+    x = qt_add(ctx, x, qt_llama_attention(ctx, m, l, qt_rmsnorm(ctx, x, L->attn_norm, eps)));
+    return qt_add(ctx, x, qt_llama_mlp(ctx, m, l, qt_rmsnorm(ctx, x, L->ffn_norm, eps)));
+}
+
+qt_tensor *qt_llama_head(qt_ctx *ctx, qt_llama *m, qt_tensor *x) {
+    x = qt_rmsnorm(ctx, x, m->final_norm, m->cfg.norm_eps);
     return linear(ctx, m, x, m->lm_head, NULL);
+}
+
+qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
+    qt_tensor *x = qt_llama_embed(ctx, m, ids);
+    for (int l = 0; l < m->cfg.n_layers; l++) x = qt_llama_block(ctx, m, l, x);
+    return qt_llama_head(ctx, m, x);
 }

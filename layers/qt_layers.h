@@ -89,6 +89,16 @@ qt_status qt_llama_init(qt_llama *m, const qt_llama_config *cfg, uint64_t seed);
 void qt_llama_free(qt_llama *m);
 /* ids (B, T) i32 -> logits (B, T, vocab). */
 qt_tensor *qt_llama_forward(qt_ctx *ctx, qt_llama *m, qt_tensor *ids);
+/* The pieces of the forward, for layer-by-layer work (PTQ calibration); forward is
+ * head(block(... block(embed(ids), 0) ..., n_layers - 1)), and
+ * block(x, l) = x + attention(attn_norm(x)) then x + mlp(ffn_norm(x)):
+ * embed: ids (B, T) -> (B, T, dim); attention: the normed input -> o_proj's output;
+ * mlp: the normed input -> down_proj's output; head: final norm + lm_head -> logits. */
+qt_tensor *qt_llama_embed(qt_ctx *ctx, qt_llama *m, qt_tensor *ids);
+qt_tensor *qt_llama_attention(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *h);
+qt_tensor *qt_llama_mlp(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *h);
+qt_tensor *qt_llama_block(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *x);
+qt_tensor *qt_llama_head(qt_ctx *ctx, qt_llama *m, qt_tensor *x);
 
 /* ------------------------------------------------------------------- gpt2 ---- */
 
@@ -179,6 +189,14 @@ void qt_model_set_hook(qt_model *m, const qt_linear_hook *hook);
 qt_status qt_llama_save_hf(const qt_llama *m, const char *dir, qt_dtype dtype);
 qt_status qt_gpt2_save_hf(const qt_gpt2 *m, const char *dir, qt_dtype dtype);
 qt_status qt_model_save_hf(const qt_model *m, const char *dir, qt_dtype dtype);
+
+/* For writers of other HF layouts (export/): the config.json text qt_llama_save_hf
+ * writes for a model saved in `dtype` (malloc'd, free() it; NULL when out of memory),
+ * and a model built from a config.json with every parameter zeroed, for loaders that
+ * fill the parameters themselves (tied when the config says so or force_tied). On
+ * failure *m is zeroed; messages name config_path and the key. */
+char *qt_llama_hf_config_text(const qt_llama_config *c, qt_dtype dtype);
+qt_status qt_model_build_hf(qt_model *m, const char *config_path, bool force_tied);
 
 /* ------------------------------------------------------------- GGUF files ---- */
 
