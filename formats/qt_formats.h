@@ -70,6 +70,21 @@ const char *qt_safetensors_meta(const qt_safetensors *st, const char *key);
 qt_status qt_safetensors_write(const char *path, const qt_st_tensor *tensors, int n,
                                const char *const *meta, int n_meta);
 
+/* fp8 tensors (F8_E4M3, F8_E5M2): qtrain keeps fp8 codes as bytes (QT_U8), so these
+ * carry them as U8 without a new qt_dtype. qt_safetensors_open_ex with QT_ST_FP8_AS_U8
+ * reads them as QT_U8 tensors (one byte per element) instead of refusing them, and
+ * qt_safetensors_dtype_str says which dtype the file named; qt_safetensors_write_ex
+ * writes U8 tensor i under the name dtype_names[i] ("F8_E4M3" / "F8_E5M2") when that
+ * is not NULL (dtype_names may be NULL: then it is qt_safetensors_write). */
+#define QT_ST_FP8_AS_U8 1u
+qt_status qt_safetensors_open_ex(const char *path, unsigned flags, qt_safetensors **out);
+/* The dtype as the file names it ("F8_E4M3" for an fp8 tensor read as U8); "?" when t
+ * is not one of st's tensors. */
+const char *qt_safetensors_dtype_str(const qt_safetensors *st, const qt_st_tensor *t);
+qt_status qt_safetensors_write_ex(const char *path, const qt_st_tensor *tensors, int n,
+                                  const char *const *meta, int n_meta,
+                                  const char *const *dtype_names);
+
 /* The safetensors name of a dtype ("F32", "BF16", ...). */
 const char *qt_st_dtype_name(qt_dtype t);
 

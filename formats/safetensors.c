@@ -73,7 +73,13 @@ struct qt_safetensors {
     int n;
     char **meta;           /* (2*n_meta) key, value, ...; sorted by key; owned */
     int n_meta;
+    unsigned flags;        /* QT_ST_FP8_AS_U8 */
+    uint8_t *fp8;          /* (n) 0, or 1 + index into qt_st_fp8_names: the tensor is an
+                              fp8 one read as U8 bytes (with QT_ST_FP8_AS_U8) */
 };
+
+/* fp8 dtypes that qt_safetensors_open_ex / qt_safetensors_write_ex carry as U8 bytes. */
+static const char *const qt_st_fp8_names[] = {"F8_E4M3", "F8_E5M2"};
 
 void qt_safetensors_close(qt_safetensors *st) {
     if (!st)
@@ -87,6 +93,7 @@ void qt_safetensors_close(qt_safetensors *st) {
     free(st->tensors);
     free(st->by_name);
     free(st->meta);
+    free(st->fp8);
     free(st->buf);
     free(st->path);
     free(st);
@@ -384,7 +391,7 @@ static int qt_st_cmp_span(const void *pa, const void *pb) {
 
 /* One tensor entry: fields, types, dtype, shape, offsets within the buffer and
  * nbytes == numel * dtype size. t->name is already set. */
-static qt_status qt_st_parse_entry(const qt_safetensors *st, const cJSON *e,
+static qt_status qt_st_parse_entry(qt_safetensors *st, const cJSON *e,
                                    qt_st_tensor *t, qt_st_span *span) {
     const char *path = st->path, *name = t->name;
     char found[96], sbuf[160];
@@ -414,6 +421,12 @@ static qt_status qt_st_parse_entry(const qt_safetensors *st, const cJSON *e,
     for (int i = 0; i < QT_DTYPE_COUNT; i++)
         if (strcmp(dt->valuestring, qt_st_dtypes[i].name) == 0)
             dtype = i;
+    if (dtype < 0 && (st->flags & QT_ST_FP8_AS_U8))
+        for (int i = 0; i < 2; i++)
+            if (strcmp(dt->valuestring, qt_st_fp8_names[i]) == 0) {
+                dtype = QT_U8; /* one byte per element, as U8 */
+                st->fp8[t - st->tensors] = (uint8_t)(1 + i);
+            }
     if (dtype < 0) {
         for (size_t i = 0; i < sizeof qt_st_foreign_dtypes / sizeof *qt_st_foreign_dtypes; i++)
             if (strcmp(dt->valuestring, qt_st_foreign_dtypes[i]) == 0)
@@ -622,8 +635,9 @@ static qt_status qt_st_parse(qt_safetensors *st, const char *h, size_t hlen) {
         goto done;
 
     st->tensors = calloc((size_t)(cap ? cap : 1), sizeof *st->tensors);
+    st->fp8 = calloc((size_t)(cap ? cap : 1), 1);
     qt_st_span *spans = calloc((size_t)(cap ? cap : 1), sizeof *spans);
-    if (!st->tensors || !spans) {
+    if (!st->tensors || !st->fp8 || !spans) {
         free(spans);
         s = QT_ERROR(QT_ENOMEM, "%s: cannot allocate %d tensor entries", path, cap);
         goto done;
@@ -651,6 +665,17 @@ done:
 }
 
 qt_status qt_safetensors_open(const char *path, qt_safetensors **out) {
+    return qt_safetensors_open_ex(path, 0, out);
+}
+
+const char *qt_safetensors_dtype_str(const qt_safetensors *st, const qt_st_tensor *t) {
+    if (!st || !t || t < st->tensors || t >= st->tensors + st->n)
+        return "?";
+    int k = st->fp8[t - st->tensors];
+    return k ? qt_st_fp8_names[k - 1] : qt_st_dtypes[t->dtype].name;
+}
+
+qt_status qt_safetensors_open_ex(const char *path, unsigned flags, qt_safetensors **out) {
     if (!out)
         return QT_ERROR(QT_EINVAL, "safetensors_open: out must not be NULL");
     *out = NULL;
@@ -661,6 +686,7 @@ qt_status qt_safetensors_open(const char *path, qt_safetensors **out) {
         free(st);
         return QT_ERROR(QT_ENOMEM, "%s: cannot allocate the safetensors handle", path);
     }
+    st->flags = flags;
     char *header = NULL;
     size_t hlen = 0;
     qt_status s = qt_st_load(st, &header, &hlen);
@@ -811,7 +837,8 @@ static qt_status qt_st_check_args(const char *path, const qt_st_tensor *tensors,
  * aligned in the file, as the reference writer does). */
 static qt_status qt_st_build_header(const char *path, qt_st_buf *b,
                                     const qt_st_tensor *tensors, int n,
-                                    const char *const *meta, int n_meta) {
+                                    const char *const *meta, int n_meta,
+                                    const char *const *dtype_names) {
     qt_st_puts(b, "{");
     if (n_meta > 0) {
         qt_st_puts(b, "\"__metadata__\":{");
@@ -831,7 +858,8 @@ static qt_status qt_st_build_header(const char *path, qt_st_buf *b,
             qt_st_puts(b, ",");
         qt_st_put_json_str(b, t->name);
         qt_st_puts(b, ":{\"dtype\":\"");
-        qt_st_puts(b, qt_st_dtypes[t->dtype].name);
+        qt_st_puts(b, dtype_names && dtype_names[i] ? dtype_names[i]
+                                                    : qt_st_dtypes[t->dtype].name);
         qt_st_puts(b, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             if (d)
@@ -860,14 +888,29 @@ static qt_status qt_st_build_header(const char *path, qt_st_buf *b,
 
 qt_status qt_safetensors_write(const char *path, const qt_st_tensor *tensors, int n,
                                const char *const *meta, int n_meta) {
+    return qt_safetensors_write_ex(path, tensors, n, meta, n_meta, NULL);
+}
+
+qt_status qt_safetensors_write_ex(const char *path, const qt_st_tensor *tensors, int n,
+                                  const char *const *meta, int n_meta,
+                                  const char *const *dtype_names) {
     if (!path)
         return QT_ERROR(QT_EINVAL, "safetensors_write: path must not be NULL");
     qt_status s = qt_st_check_args(path, tensors, n, meta, n_meta);
     if (s != QT_OK)
         return s;
+    for (int i = 0; dtype_names && i < n; i++) {
+        const char *d = dtype_names[i];
+        if (d && !(tensors[i].dtype == QT_U8 &&
+                   (!strcmp(d, qt_st_fp8_names[0]) || !strcmp(d, qt_st_fp8_names[1]))))
+            return QT_ERROR(QT_EINVAL, "safetensors_write %s: tensor \"%.64s\": dtype name "
+                            "\"%.32s\" given for a %s tensor; expected F8_E4M3 or F8_E5M2 on "
+                            "a U8 tensor", path, tensors[i].name, d,
+                            qt_st_dtypes[tensors[i].dtype].name);
+    }
 
     qt_st_buf hdr = {0};
-    if ((s = qt_st_build_header(path, &hdr, tensors, n, meta, n_meta)) != QT_OK) {
+    if ((s = qt_st_build_header(path, &hdr, tensors, n, meta, n_meta, dtype_names)) != QT_OK) {
         free(hdr.p);
         return s;
     }

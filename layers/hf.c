@@ -431,3 +431,35 @@ qt_status qt_model_save_hf(const qt_model *m, const char *dir, qt_dtype dtype) {
                                    : qt_llama_save_hf(&m->llama, dir, dtype);
 }
 
+
+/* ------------------------------------------------- pieces for other writers ---- */
+
+char *qt_llama_hf_config_text(const qt_llama_config *c, qt_dtype dtype) {
+    cJSON *j = qt_hf_llama_config_json(c, dtype);
+    char *text = j ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    if (!text) return NULL;
+    char *out = malloc(strlen(text) + 1); /* free()-able whatever cJSON's allocator */
+    if (out) memcpy(out, text, strlen(text) + 1);
+    cJSON_free(text);
+    return out;
+}
+
+qt_status qt_model_build_hf(qt_model *m, const char *config_path, bool force_tied) {
+    memset(m, 0, sizeof *m);
+    if (!config_path) return QT_ERROR(QT_EINVAL, "qt_model_build_hf: config_path is NULL");
+    qt_hf_config hc;
+    qt_status s = qt_hf_config_read(config_path, &hc);
+    if (s == QT_OK && hc.kind == QT_HF_GPT2) {
+        hc.gpt2.untied = hc.gpt2.untied && !force_tied;
+        m->arch = QT_ARCH_GPT2;
+        s = qt_gpt2_build(&m->gpt2, &hc.gpt2);
+    } else if (s == QT_OK) {
+        hc.llama.tied_embeddings = hc.llama.tied_embeddings || force_tied;
+        m->arch = QT_ARCH_LLAMA;
+        s = qt_llama_build(&m->llama, &hc.llama);
+    }
+    if (s == QT_OK) snprintf(m->hf_arch, sizeof m->hf_arch, "%s", hc.hf_arch);
+    else memset(m, 0, sizeof *m);
+    return s;
+}

@@ -30,7 +30,7 @@
 
 #include <cblas.h>
 
-#include "qt_ptq.h"
+#include "ptq_internal.h"
 
 /* LAPACK (OpenBLAS exports the Fortran symbols) */
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
@@ -77,43 +77,97 @@ static qt_status hinv_cholesky(const float *H, int64_t n64, float *U) {
     return QT_OK;
 }
 
+void qt_gptq_hinv_free(qt_gptq_hinv *h) {
+    free(h->U);
+    free(h->perm);
+    free(h->dead);
+    memset(h, 0, sizeof *h);
+}
+
+qt_status qt_gptq_hinv_init(float *H, int64_t cols, float damp, bool act_order, qt_gptq_hinv *h) {
+    memset(h, 0, sizeof *h);
+    if (!(damp >= 0.0f)) return QT_ERROR(QT_EINVAL, "gptq: damp must be >= 0");
+    h->cols = cols;
+    h->U = malloc((size_t)(cols * cols) * sizeof *h->U);
+    h->perm = malloc((size_t)cols * sizeof *h->perm);
+    h->dead = malloc((size_t)cols);
+    float *dg = malloc((size_t)cols * sizeof *dg);
+    qt_status st = QT_OK;
+    if (!h->U || !h->perm || !h->dead || !dg) {
+        st = QT_ERROR(QT_ENOMEM, "gptq: out of memory for a %lld x %lld Hessian", (long long)cols,
+                      (long long)cols);
+        goto done;
+    }
+    /* dead inputs: never seen non-zero in calibration */
+    for (int64_t c = 0; c < cols; c++) {
+        h->dead[c] = H[c * cols + c] == 0.0f;
+        if (h->dead[c]) H[c * cols + c] = 1.0f;
+        dg[c] = H[c * cols + c];
+        h->perm[c] = (int32_t)c;
+    }
+    h->act_order = act_order;
+    if (act_order) qsort_r(h->perm, (size_t)cols, sizeof *h->perm, cmp_diag_desc, dg);
+    double mean = 0.0;
+    for (int64_t c = 0; c < cols; c++) mean += dg[c];
+    const float dampv = (float)(damp * mean / (double)cols);
+    float *Hp = h->U; /* scratch: H permuted, then replaced by its factor */
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++) Hp[i * cols + j] = H[h->perm[i] * cols + h->perm[j]];
+    for (int64_t i = 0; i < cols; i++) Hp[i * cols + i] += dampv;
+    st = hinv_cholesky(Hp, cols, h->U);
+done:
+    free(dg);
+    if (st != QT_OK) qt_gptq_hinv_free(h);
+    return st;
+}
+
 qt_status qt_gptq_quantize_layer(const qt_qformat *f, float *w, int64_t rows, int64_t cols,
                                  float *H, float damp, int block_size, bool act_order,
                                  bool static_groups, qt_qtensor *q, int32_t **perm_out) {
+    memset(q, 0, sizeof *q);
+    if (perm_out) *perm_out = NULL;
+    qt_gptq_hinv h;
+    qt_status st = qt_gptq_hinv_init(H, cols, damp, act_order, &h);
+    if (st != QT_OK) return st;
+    st = qt_gptq_quantize_with(f, w, rows, cols, &h, block_size, static_groups, q, perm_out);
+    qt_gptq_hinv_free(&h);
+    return st;
+}
+
+qt_status qt_gptq_quantize_with(const qt_qformat *f, float *w, int64_t rows, int64_t cols,
+                                const qt_gptq_hinv *h, int block_size, bool static_groups,
+                                qt_qtensor *q, int32_t **perm_out) {
     memset(q, 0, sizeof *q);
     if (perm_out) *perm_out = NULL;
     qt_status st = qt_qformat_check(f, rows, cols);
     if (st != QT_OK) return st;
     if (f->kind != QT_QF_INT || f->gran == QT_QG_TENSOR)
         return QT_ERROR(QT_EINVAL, "gptq: needs an int format per channel or per group");
-    if (!(damp >= 0.0f) || block_size < 1)
-        return QT_ERROR(QT_EINVAL, "gptq: damp must be >= 0 and block_size >= 1");
+    if (block_size < 1) return QT_ERROR(QT_EINVAL, "gptq: block_size must be >= 1");
+    if (h->cols != cols)
+        return QT_ERROR(QT_EINVAL, "gptq: the Hessian is %lld x %lld, the weight has %lld inputs",
+                        (long long)h->cols, (long long)h->cols, (long long)cols);
+    const bool act_order = h->act_order;
+    const float *U = h->U;
     const int64_t G = f->gran == QT_QG_GROUP ? f->group_size : cols, ng = cols / G;
     const int bits = f->bits;
     float *Wt = malloc((size_t)(rows * cols) * sizeof *Wt);      /* (cols, rows) W^T */
-    float *U = malloc((size_t)(cols * cols) * sizeof *U);        /* (cols, cols) */
     float *E = malloc((size_t)block_size * (size_t)rows * sizeof *E); /* (B, rows) */
     float *S = malloc((size_t)block_size * (size_t)rows * sizeof *S); /* (B, rows) block at its start */
     float *sc = malloc((size_t)(rows * ng) * sizeof *sc);        /* (rows, ng) */
     uint8_t *zp = malloc((size_t)(rows * ng));
     uint8_t *codes = malloc((size_t)(rows * cols));              /* (rows, cols) q order */
     int32_t *perm = malloc((size_t)cols * sizeof *perm);
-    float *dg = malloc((size_t)cols * sizeof *dg), *mn = malloc((size_t)rows * sizeof *mn),
-          *mx = malloc((size_t)rows * sizeof *mx);
-    if (!Wt || !U || !E || !S || !sc || !zp || !codes || !perm || !dg || !mn || !mx) {
+    float *mn = malloc((size_t)rows * sizeof *mn), *mx = malloc((size_t)rows * sizeof *mx);
+    if (!Wt || !E || !S || !sc || !zp || !codes || !perm || !mn || !mx) {
         st = QT_ERROR(QT_ENOMEM, "gptq: out of memory for a %lld x %lld layer", (long long)rows,
                       (long long)cols);
         goto done;
     }
-    /* dead inputs: never seen non-zero in calibration */
-    for (int64_t c = 0; c < cols; c++) {
-        if (H[c * cols + c] == 0.0f) {
-            H[c * cols + c] = 1.0f;
+    memcpy(perm, h->perm, (size_t)cols * sizeof *perm);
+    for (int64_t c = 0; c < cols; c++) /* dead inputs carry nothing */
+        if (h->dead[c])
             for (int64_t r = 0; r < rows; r++) w[r * cols + c] = 0.0f;
-        }
-        dg[c] = H[c * cols + c];
-        perm[c] = (int32_t)c;
-    }
     /* per-channel scales, and static groups: from the whole (original-order) W */
     if (f->gran == QT_QG_CHANNEL || static_groups)
         for (int64_t r = 0; r < rows; r++)
@@ -126,21 +180,9 @@ qt_status qt_gptq_quantize_layer(const qt_qformat *f, float *w, int64_t rows, in
                 }
                 qt_qint_params(f, (const float[]){lo, hi}, 2, &sc[r * ng + g], &zp[r * ng + g]);
             }
-    if (act_order) qsort_r(perm, (size_t)cols, sizeof *perm, cmp_diag_desc, dg);
-    /* W^T and H in visiting order */
+    /* W^T in visiting order */
     for (int64_t i = 0; i < cols; i++)
         for (int64_t r = 0; r < rows; r++) Wt[i * rows + r] = w[r * cols + perm[i]];
-    double mean = 0.0;
-    for (int64_t c = 0; c < cols; c++) mean += dg[c];
-    const float dampv = (float)(damp * mean / (double)cols);
-    {
-        float *Hp = U; /* scratch: H permuted, then replaced by its factor */
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t j = 0; j < cols; j++) Hp[i * cols + j] = H[perm[i] * cols + perm[j]];
-        for (int64_t i = 0; i < cols; i++) Hp[i * cols + i] += dampv;
-        st = hinv_cholesky(Hp, cols, U);
-        if (st != QT_OK) goto done;
-    }
     for (int64_t i1 = 0; i1 < cols; i1 += block_size) {
         const int64_t i2 = i1 + block_size < cols ? i1 + block_size : cols, cnt = i2 - i1;
         memcpy(S, Wt + i1 * rows, (size_t)(cnt * rows) * sizeof *S);
@@ -222,14 +264,12 @@ qt_status qt_gptq_quantize_layer(const qt_qformat *f, float *w, int64_t rows, in
     }
 done:
     free(Wt);
-    free(U);
     free(E);
     free(S);
     free(sc);
     free(zp);
     free(codes);
     free(perm);
-    free(dg);
     free(mn);
     free(mx);
     return st;

@@ -229,113 +229,136 @@ qt_status qt_ptq_run(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cali
 
 /* ----------------------------------------------------------- block passes ---- */
 
-qt_status qt_ptq_stage_inputs(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cal, int l,
-                              const float *X, int stage, qt_ptq_capture *c) {
-    qt_llama *L = &m->llama;
-    const qt_llama_layer *Y = &L->layers[l];
-    const int64_t dim = L->cfg.dim, len = cal->len;
-    const float eps = L->cfg.norm_eps;
-    c->target = stage == 1 ? Y->wo : stage == 3 ? Y->w_down : NULL;
-    qt_ptq_hook(m, c->target ? c : NULL);
-    qt_ctx *ctx = qt_ctx_new();
-    if (!ctx) return QT_ERROR(QT_ENOMEM, "calibration: out of memory");
-    qt_ctx_set_grad_enabled(ctx, false);
-    qt_status st = QT_OK;
-    for (int64_t s = 0; s < cal->n && st == QT_OK; s += cfg->batch) {
-        int64_t b = cal->n - s < cfg->batch ? cal->n - s : cfg->batch;
-        qt_ctx_reset(ctx);
-        qt_tensor *x = qt_ptq_batch_tensor(ctx, X + s * len * dim, b, len, dim);
-        qt_tensor *h = qt_rmsnorm(ctx, x, Y->attn_norm, eps);
-        if (stage == 0 && h) c->fn(c, h->data, b * len);
-        if (stage >= 1) {
-            qt_tensor *a = qt_llama_attention(ctx, L, l, h);
-            if (stage >= 2) {
-                qt_tensor *h2 = qt_rmsnorm(ctx, qt_add(ctx, x, a), Y->ffn_norm, eps);
-                if (stage == 2 && h2) c->fn(c, h2->data, b * len);
-                if (stage == 3) qt_llama_mlp(ctx, L, l, h2);
-            }
-        }
-        if (qt_ctx_status(ctx) != QT_OK)
-            st = QT_ERROR(qt_ctx_status(ctx), "calibration, block %d: %s", l, qt_ctx_error(ctx));
-    }
-    qt_ptq_hook(m, NULL);
-    qt_ctx_free(ctx);
-    return st;
-}
-
-qt_status qt_ptq_block_forward(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cal, int l,
-                               float *X) {
-    qt_llama *L = &m->llama;
-    const int64_t dim = L->cfg.dim, len = cal->len;
-    qt_ctx *ctx = qt_ctx_new();
-    if (!ctx) return QT_ERROR(QT_ENOMEM, "calibration: out of memory");
-    qt_ctx_set_grad_enabled(ctx, false);
-    qt_status st = QT_OK;
-    for (int64_t s = 0; s < cal->n && st == QT_OK; s += cfg->batch) {
-        int64_t b = cal->n - s < cfg->batch ? cal->n - s : cfg->batch;
-        qt_ctx_reset(ctx);
-        float *xb = X + s * len * dim;
-        qt_tensor *y = qt_llama_block(ctx, L, l, qt_ptq_batch_tensor(ctx, xb, b, len, dim));
-        if (!y) st = QT_ERROR(qt_ctx_status(ctx), "calibration, block %d: %s", l, qt_ctx_error(ctx));
-        else memcpy(xb, y->data, (size_t)(b * len * dim) * sizeof(float));
-    }
-    qt_ctx_free(ctx);
-    return st;
-}
-
 /* --------------------------------------------------------------------- GPTQ ---- */
 
-/* H += 2/N x^T x over the rows of x (N = all calibration tokens), upper triangle */
-static void acc_hessian(qt_ptq_capture *c, const float *x, int64_t rows) {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)c->in, (int)rows, c->scale, x,
-                (int)c->in, 1.0f, c->H, (int)c->in);
+/* H (in, in) += scale x^T x over the rows of x, upper triangle */
+static void syrk_acc(float *H, int64_t in, const float *x, int64_t rows, float scale) {
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)rows, scale, x, (int)in, 1.0f,
+                H, (int)in);
 }
 
-/* One block, true-sequential: q/k/v (one Hessian: same input), o, gate/up, down; each
- * stage's inputs computed with the stages before it already quantized. Then X = the
- * quantized block's output. */
+static void store_rows(qt_ptq_capture *c, const float *x, int64_t rows) {
+    memcpy(c->feat + c->pos * c->in, x, (size_t)(rows * c->in) * sizeof(float));
+    c->pos += rows;
+}
+
+/* GPTQ of the selected Linears among ws[0..n) that all read the input whose Hessian is H
+ * (upper triangle filled): one factorisation, then each weight. */
+static qt_status gptq_stage(qt_model *m, const qt_ptq_config *cfg, qt_tensor **ws, int n, float *H,
+                            int64_t in, qt_qmodel *qm) {
+    bool any = false;
+    for (int k = 0; k < n; k++) any |= qt_ptq_selected(cfg, m, ws[k]);
+    if (!any) return QT_OK;
+    for (int64_t i = 0; i < in; i++)
+        for (int64_t j = 0; j < i; j++) H[i * in + j] = H[j * in + i];
+    qt_gptq_hinv h;
+    qt_status st = qt_gptq_hinv_init(H, in, cfg->damp, cfg->act_order, &h);
+    for (int k = 0; k < n && st == QT_OK; k++) {
+        qt_tensor *w = ws[k];
+        if (!qt_ptq_selected(cfg, m, w)) continue;
+        qt_qtensor q;
+        int32_t *perm = NULL;
+        st = qt_gptq_quantize_with(&cfg->fmt, w->data, w->shape[0], w->shape[1], &h,
+                                   cfg->block_size, cfg->static_groups, &q, &perm);
+        if (st == QT_OK) st = qt_qmodel_add(qm, w->name, &q, perm);
+    }
+    qt_gptq_hinv_free(&h);
+    if (st != QT_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", qt_error_message());
+        st = QT_ERROR(st, "%s: %s", ws[0]->name, why);
+    }
+    return st;
+}
+
+/* One block, true-sequential as the reference: q/k/v (one Hessian: one input), o,
+ * gate/up, down, each stage's inputs computed with the stages before it quantized. The
+ * attention's output (o_proj's input) and the residual after it are kept for the block,
+ * so attention runs once and the MLP twice; then X = the quantized block's output. */
 qt_status qt_gptq_block(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cal, int l,
                         float *X, qt_qmodel *qm) {
-    qt_llama_layer *Y = &m->llama.layers[l];
-    qt_tensor *stages[4][3] = {{Y->wq, Y->wk, Y->wv}, {Y->wo}, {Y->w_gate, Y->w_up}, {Y->w_down}};
+    qt_llama *L = &m->llama;
+    qt_llama_layer *Y = &L->layers[l];
+    const int64_t len = cal->len, N = cal->n * len, dim = L->cfg.dim;
+    const int64_t qd = Y->wo->shape[1], ffn = Y->w_down->shape[1];
+    const int64_t hmax = qd > ffn ? (qd > dim ? qd : dim) : (ffn > dim ? ffn : dim);
+    const float eps = L->cfg.norm_eps, sc = 2.0f / (float)N;
+    float *O = malloc((size_t)(N * qd) * sizeof *O);   /* (N, qd) o_proj's input */
+    float *X2 = malloc((size_t)(N * dim) * sizeof *X2); /* (N, dim) x + attention */
+    float *H = malloc((size_t)(hmax * hmax) * sizeof *H);
+    qt_ctx *ctx = qt_ctx_new();
     qt_status st = QT_OK;
-    for (int s = 0; s < 4 && st == QT_OK; s++) {
-        bool any = false;
-        for (int k = 0; k < 3 && stages[s][k]; k++) any |= qt_ptq_selected(cfg, m, stages[s][k]);
-        if (!any) continue;
-        const int64_t in = stages[s][0]->shape[1];
-        float *H = calloc((size_t)(in * in), sizeof *H), *Hc = malloc((size_t)(in * in) * sizeof *Hc);
-        if (!H || !Hc) {
-            free(H);
-            free(Hc);
-            return QT_ERROR(QT_ENOMEM, "gptq: out of memory for a %lld x %lld Hessian",
-                            (long long)in, (long long)in);
-        }
-        qt_ptq_capture c = {.fn = acc_hessian, .H = H, .in = in,
-                            .scale = 2.0f / (float)(cal->n * cal->len)};
-        st = qt_ptq_stage_inputs(m, cfg, cal, l, X, s, &c);
-        for (int64_t i = 0; i < in; i++) /* syrk filled the upper triangle */
-            for (int64_t j = 0; j < i; j++) H[i * in + j] = H[j * in + i];
-        for (int k = 0; k < 3 && stages[s][k] && st == QT_OK; k++) {
-            qt_tensor *w = stages[s][k];
-            if (!qt_ptq_selected(cfg, m, w)) continue;
-            memcpy(Hc, H, (size_t)(in * in) * sizeof *Hc);
-            qt_qtensor q;
-            int32_t *perm = NULL;
-            st = qt_gptq_quantize_layer(&cfg->fmt, w->data, w->shape[0], w->shape[1], Hc,
-                                        cfg->damp, cfg->block_size, cfg->act_order,
-                                        cfg->static_groups, &q, &perm);
-            if (st != QT_OK) {
-                char why[512];
-                snprintf(why, sizeof why, "%s", qt_error_message());
-                st = QT_ERROR(st, "%s: %s", w->name, why);
-            } else {
-                st = qt_qmodel_add(qm, w->name, &q, perm);
-            }
-        }
-        free(H);
-        free(Hc);
+    if (!O || !X2 || !H || !ctx) {
+        st = QT_ERROR(QT_ENOMEM, "gptq: out of memory for block %d's calibration", l);
+        goto done;
     }
-    if (st == QT_OK) st = qt_ptq_block_forward(m, cfg, cal, l, X);
+    qt_ctx_set_grad_enabled(ctx, false);
+#define BATCHES(body)                                                                      \
+    for (int64_t s0 = 0; s0 < cal->n && st == QT_OK; s0 += cfg->batch) {                   \
+        int64_t b = cal->n - s0 < cfg->batch ? cal->n - s0 : cfg->batch, off = s0 * len;    \
+        qt_ctx_reset(ctx);                                                                 \
+        body;                                                                              \
+        if (qt_ctx_status(ctx) != QT_OK)                                                   \
+            st = QT_ERROR(qt_ctx_status(ctx), "gptq, block %d: %s", l, qt_ctx_error(ctx)); \
+    }
+    /* q/k/v: attn_norm(x) */
+    memset(H, 0, (size_t)(dim * dim) * sizeof *H);
+    BATCHES({
+        qt_tensor *h = qt_rmsnorm(ctx, qt_ptq_batch_tensor(ctx, X + off * dim, b, len, dim), Y->attn_norm, eps);
+        if (h) syrk_acc(H, dim, h->data, b * len, sc);
+    })
+    qt_tensor *qkv[3] = {Y->wq, Y->wk, Y->wv};
+    if (st == QT_OK) st = gptq_stage(m, cfg, qkv, 3, H, dim, qm);
+    /* o: the attention's output with q/k/v quantized, kept in O */
+    qt_ptq_capture c = {.target = Y->wo, .fn = store_rows, .feat = O, .in = qd};
+    qt_ptq_hook(m, &c);
+    BATCHES({
+        qt_tensor *x = qt_ptq_batch_tensor(ctx, X + off * dim, b, len, dim);
+        qt_llama_attention(ctx, L, l, qt_rmsnorm(ctx, x, Y->attn_norm, eps));
+    })
+    qt_ptq_hook(m, NULL);
+    if (st == QT_OK && c.pos != N) st = QT_ERROR(QT_ESTATE, "gptq: o_proj saw %lld of %lld rows", (long long)c.pos, (long long)N);
+    memset(H, 0, (size_t)(qd * qd) * sizeof *H);
+    for (int64_t s0 = 0; s0 < cal->n && st == QT_OK; s0 += cfg->batch) { /* batch by batch, */
+        int64_t b = cal->n - s0 < cfg->batch ? cal->n - s0 : cfg->batch;  /* as the others */
+        syrk_acc(H, qd, O + s0 * len * qd, b * len, sc);
+    }
+    if (st == QT_OK) st = gptq_stage(m, cfg, &Y->wo, 1, H, qd, qm);
+    /* gate/up: ffn_norm(x + o(O)), the residual kept in X2 */
+    memset(H, 0, (size_t)(dim * dim) * sizeof *H);
+    BATCHES({
+        qt_tensor *x = qt_ptq_batch_tensor(ctx, X + off * dim, b, len, dim);
+        qt_tensor *x2 = qt_add(ctx, x, qt_linear(ctx, qt_ptq_batch_tensor(ctx, O + off * qd, b, len, qd), Y->wo, NULL, false));
+        qt_tensor *h2 = qt_rmsnorm(ctx, x2, Y->ffn_norm, eps);
+        if (h2) {
+            memcpy(X2 + off * dim, x2->data, (size_t)(b * len * dim) * sizeof(float));
+            syrk_acc(H, dim, h2->data, b * len, sc);
+        }
+    })
+    qt_tensor *gu[2] = {Y->w_gate, Y->w_up};
+    if (st == QT_OK) st = gptq_stage(m, cfg, gu, 2, H, dim, qm);
+    /* down: swiglu(gate, up) with gate/up quantized */
+    if (st == QT_OK && qt_ptq_selected(cfg, m, Y->w_down)) {
+        memset(H, 0, (size_t)(ffn * ffn) * sizeof *H);
+        BATCHES({
+            qt_tensor *h2 = qt_rmsnorm(ctx, qt_ptq_batch_tensor(ctx, X2 + off * dim, b, len, dim), Y->ffn_norm, eps);
+            qt_tensor *d = qt_swiglu(ctx, qt_linear(ctx, h2, Y->w_gate, NULL, false),
+                                     qt_linear(ctx, h2, Y->w_up, NULL, false));
+            if (d) syrk_acc(H, ffn, d->data, b * len, sc);
+        })
+        if (st == QT_OK) st = gptq_stage(m, cfg, &Y->w_down, 1, H, ffn, qm);
+    }
+    /* the quantized block's output: X2 + mlp(ffn_norm(X2)) */
+    BATCHES({
+        qt_tensor *x2 = qt_ptq_batch_tensor(ctx, X2 + off * dim, b, len, dim);
+        qt_tensor *y = qt_add(ctx, x2, qt_llama_mlp(ctx, L, l, qt_rmsnorm(ctx, x2, Y->ffn_norm, eps)));
+        if (y) memcpy(X + off * dim, y->data, (size_t)(b * len * dim) * sizeof(float));
+    })
+#undef BATCHES
+done:
+    qt_ctx_free(ctx);
+    free(O);
+    free(X2);
+    free(H);
     return st;
 }

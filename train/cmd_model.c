@@ -17,18 +17,10 @@
 #include "qt_formats.h"
 #include "recipe.h"
 
-/* A trained model as a checkpoint describes it. */
-typedef struct {
-    qt_recipe r;       /* the recipe it was trained with */
-    qt_model m;
-    qt_tokenizer *tok; /* NULL: bytes */
-    qt_ckpt_state cs;
-    qt_recipe_qat qcfg;
-    qt_qat *qat;       /* fake-quant as the recipe's qat: section says, or NULL */
-    const char *path;  /* the qtrain checkpoint it came from, NULL for HF / GGUF */
-} trained;
+typedef qt_cli_model trained;
 
 static int load_model(const char *cmd, const char *path, trained *t);
+
 
 /* Applies QAT fake-quant to the loaded model: the qat: section of `qat_recipe` when
  * given (any model, e.g. a float one: round-to-nearest PTQ of that format), else that
@@ -64,8 +56,7 @@ static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
     return 0;
 }
 
-/* load_model, then QAT as apply_qat says. */
-static int load_trained(const char *cmd, const char *path, const char *qat_recipe, trained *t) {
+int qt_cli_load(const char *cmd, const char *path, const char *qat_recipe, trained *t) {
     int rc = load_model(cmd, path, t);
     if (rc) return rc;
     rc = apply_qat(cmd, qat_recipe, t);
@@ -90,6 +81,15 @@ static int load_model(const char *cmd, const char *path, trained *t) {
         qt_recipe_defaults(&t->r);
         snprintf(t->r.model.from, sizeof t->r.model.from, "%s", path);
         snprintf(t->r.data.tokenizer, sizeof t->r.data.tokenizer, "model");
+        if (S_ISDIR(sb.st_mode)) { /* an export of a bytes model has no tokenizer.json */
+            char tj[QT_PATH_MAX + 32];
+            snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+            if (stat(tj, &sb) != 0) {
+                fprintf(stderr, "qtrain %s: %s has no tokenizer.json: reading text as bytes\n",
+                        cmd, path);
+                snprintf(t->r.data.tokenizer, sizeof t->r.data.tokenizer, "bytes");
+            }
+        }
         snprintf(t->r.name, sizeof t->r.name, "pretrained");
         qt_status st = qt_recipe_model(&t->r, &t->m, &t->tok);
         if (st == QT_OK) return 0;
@@ -116,7 +116,7 @@ static int load_model(const char *cmd, const char *path, trained *t) {
     return qt_cli_exit_code(st);
 }
 
-static void trained_free(trained *t) {
+void qt_cli_model_free(trained *t) {
     qt_qat_free(t->qat);
     t->qat = NULL;
     qt_model_free(&t->m);
@@ -193,6 +193,45 @@ static qt_status perplexity(qt_model *m, const int32_t *text, long n, long ctxle
     return st;
 }
 
+int qt_cli_read_tokens(const char *cmd, const char *path, const qt_tokenizer *tok,
+                       int32_t **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    FILE *f = fopen(path, "rb");
+    unsigned char *text = NULL;
+    long n = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0) {
+        rewind(f);
+        text = malloc((size_t)n + 1);
+        if (text && fread(text, 1, (size_t)n, f) != (size_t)n) n = -1;
+    }
+    if (f) fclose(f);
+    if (!f || !text || n < 2) {
+        fprintf(stderr, "qtrain %s: %s: %s\n", cmd, path,
+                !f ? strerror(errno) : n < 2 ? "needs at least 2 bytes of text" : "cannot read");
+        free(text);
+        return 2;
+    }
+    qt_status st = QT_OK;
+    if (tok) {
+        st = qt_tokenizer_encode(tok, (const char *)text, (size_t)n, QT_TOK_ADD_SPECIAL, ids, n_ids);
+    } else {
+        *ids = malloc((size_t)n * sizeof(int32_t));
+        if (*ids) for (long i = 0; i < n; i++) (*ids)[i] = text[i];
+        else st = QT_ERROR(QT_ENOMEM, "%s: out of memory", cmd);
+        *n_ids = (size_t)n;
+    }
+    free(text);
+    if (st == QT_OK && *n_ids < 2) st = QT_ERROR(QT_EINVAL, "%s: fewer than 2 tokens", path);
+    if (st != QT_OK) {
+        fprintf(stderr, "qtrain %s: %s\n", cmd, qt_error_message());
+        free(*ids);
+        *ids = NULL;
+        return st == QT_ENOMEM ? 1 : 2;
+    }
+    return 0;
+}
+
 int qt_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *qat_recipe = NULL;
     long context = 0, stride = 0;
@@ -233,7 +272,7 @@ int qt_cmd_eval(int argc, char **argv) {
         return 2;
     }
     trained t;
-    int rc = load_trained("eval", model, qat_recipe, &t);
+    int rc = qt_cli_load("eval", model, qat_recipe, &t);
     if (rc) return rc;
     qt_status st = QT_OK;
     char qdesc[300] = "";
@@ -244,12 +283,12 @@ int qt_cmd_eval(int argc, char **argv) {
     }
     if (convert && !t.qat) {
         fprintf(stderr, "qtrain eval: --convert needs a QAT model or --qat RECIPE\n");
-        trained_free(&t);
+        qt_cli_model_free(&t);
         return 2;
     }
     if (convert && (st = qt_qat_convert(t.qat, NULL, NULL)) != QT_OK) {
         fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
-        trained_free(&t);
+        qt_cli_model_free(&t);
         return st == QT_ENUMERIC ? 2 : qt_cli_exit_code(st); /* weights the format cannot hold */
     }
     if (!context) context = qt_model_context(&t.m);
@@ -257,42 +296,21 @@ int qt_cmd_eval(int argc, char **argv) {
     if (stride > context) {
         fprintf(stderr, "qtrain eval: --stride (%ld) must not exceed --context (%ld)\n", stride,
                 context);
-        trained_free(&t);
-        return 2;
-    }
-    FILE *f = fopen(data, "rb");
-    unsigned char *text = NULL;
-    long n = 0;
-    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0) {
-        rewind(f);
-        text = malloc((size_t)n + 1);
-        if (text && fread(text, 1, (size_t)n, f) != (size_t)n) n = -1;
-    }
-    if (f) fclose(f);
-    if (!f || !text || n < 2) {
-        fprintf(stderr, "qtrain eval: %s: %s\n", data,
-                !f ? strerror(errno) : n < 2 ? "needs at least 2 bytes of text" : "cannot read");
-        free(text);
-        trained_free(&t);
+        qt_cli_model_free(&t);
         return 2;
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (t.tok) {
-        st = qt_tokenizer_encode(t.tok, (const char *)text, (size_t)n, QT_TOK_ADD_SPECIAL, &ids, &n_ids);
-    } else {
-        ids = malloc((size_t)n * sizeof(int32_t));
-        if (ids) for (long i = 0; i < n; i++) ids[i] = text[i];
-        else st = QT_ERROR(QT_ENOMEM, "eval: out of memory");
-        n_ids = (size_t)n;
+    rc = qt_cli_read_tokens("eval", data, t.tok, &ids, &n_ids);
+    if (rc) {
+        qt_cli_model_free(&t);
+        return rc;
     }
-    free(text);
     double ppl = 0, nll = 0;
     long count = 0;
-    if (st == QT_OK && n_ids < 2) st = QT_ERROR(QT_EINVAL, "%s: fewer than 2 tokens", data);
-    if (st == QT_OK) st = perplexity(&t.m, ids, (long)n_ids, context, stride, &ppl, &nll, &count);
+    st = perplexity(&t.m, ids, (long)n_ids, context, stride, &ppl, &nll, &count);
     free(ids);
-    trained_free(&t);
+    qt_cli_model_free(&t);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain eval: %s\n", qt_error_message());
         return qt_cli_exit_code(st);
@@ -335,7 +353,7 @@ int qt_cmd_generate(int argc, char **argv) {
         return 2;
     }
     trained t;
-    int rc = load_trained("generate", model, NULL, &t);
+    int rc = qt_cli_load("generate", model, NULL, &t);
     if (rc) return rc;
     char *out = NULL;
     qt_ctx *ctx = qt_ctx_new();
@@ -350,7 +368,7 @@ int qt_cmd_generate(int argc, char **argv) {
     }
     free(out);
     qt_ctx_free(ctx);
-    trained_free(&t);
+    qt_cli_model_free(&t);
     return qt_cli_exit_code(st);
 }
 
@@ -450,7 +468,7 @@ int qt_cmd_info(int argc, char **argv) {
             char b[64];
             printf("  %-48s %s\n", ps->params[i]->name, qt_shape_str(ps->params[i], b, sizeof b));
         }
-        trained_free(&t);
+        qt_cli_model_free(&t);
         return 0;
     }
     if (got >= 4 && !memcmp(magic, "GGUF", 4)) return info_gguf(path);

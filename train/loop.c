@@ -15,6 +15,7 @@
 
 #include "checkpoint.h"
 #include "loop.h"
+#include "qt_export.h"
 #include "qat_recipe.h"
 #include "qt_data.h"
 #include "qt_layers.h"
@@ -200,7 +201,7 @@ static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **to
             }
         }
     } else if (from[0]) {
-        st = gguf ? qt_model_load_gguf(m, from) : qt_model_load_hf(m, from);
+        st = qt_export_load(m, from); /* GGUF, HF, or an HF export of a quantized model */
     } else {
         qt_llama_config cfg = {.vocab_size = r->model.vocab_size, .dim = r->model.dim,
                                .n_layers = r->model.n_layers, .n_heads = r->model.n_heads,

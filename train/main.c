@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "qt_autograd.h"
 
-#define QT_VERSION "0.1.0"
+#define QT_VERSION QT_VERSION_STR
 
 bool qt_cli_parse_long(const char *s, long *out) {
     if (!s || !*s) return false;
@@ -37,12 +37,19 @@ static void usage(FILE *f) {
             "            sliding-window perplexity of a text file\n"
             "  generate MODEL [--prompt TEXT] [--tokens N] [--temperature T] [--seed S]\n"
             "            sample text from a trained model\n"
+            "  quantize RECIPE.yaml [--set key=value ...]\n"
+            "            post-training quantization (rtn | gptq | awq) and export, as the\n"
+            "            recipe's quantize: and export: sections say\n"
+            "  export MODEL --format gguf|gptq|awq|bnb-nf4|fp8 --out PATH\n"
+            "            write a file deployment tools load (a QAT model as trained)\n"
+            "  compare REFERENCE CANDIDATE --data FILE\n"
+            "            perplexity of both, KL divergence and top-1 agreement\n"
             "  info FILE what a checkpoint, GGUF or safetensors file holds\n"
             "  (MODEL: a qtrain checkpoint .h5, a Hugging Face directory or a .gguf file)\n"
             "  version   print the version\n"
             "  help      this text\n"
             "\n"
-            "Each command takes --help. Quantization and export arrive with their issues.\n");
+            "Each command takes --help.\n");
 }
 
 int main(int argc, char **argv) {
@@ -57,6 +64,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return qt_cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return qt_cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return qt_cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return qt_cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return qt_cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "compare")) return qt_cmd_compare(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("qtrain %s\n", QT_VERSION);
         return 0;

@@ -14,53 +14,63 @@ static qt_dtype dtype_of(const char *s) {
     return !strcmp(s, "f32") ? QT_F32 : !strcmp(s, "bf16") ? QT_BF16 : QT_F16;
 }
 
+qt_status qt_recipe_wformat(const qt_recipe_wfmt *w, const char *path, const char *k,
+                            qt_qformat *f) {
+    const char *p = path ? path : "recipe";
+    memset(f, 0, sizeof *f);
+    if (qt_qformat_parse(w->format, f) != QT_OK)
+        return QT_ERROR(QT_EINVAL, "%s: %s.format: %s", p, k, qt_error_message());
+    bool gran_group = !strcmp(w->granularity, "group");
+    switch (f->kind) {
+    case QT_QF_INT:
+        f->symmetric = w->symmetric;
+        f->scale_dtype = dtype_of(w->scale_dtype);
+        f->gran = gran_group ? QT_QG_GROUP
+                  : !strcmp(w->granularity, "channel") ? QT_QG_CHANNEL : QT_QG_TENSOR;
+        if (w->group_size) f->group_size = w->group_size;
+        if (!gran_group && w->group_size)
+            return QT_ERROR(QT_EINVAL, "%s: %s.group_size (%d) needs granularity group, not %s",
+                            p, k, w->group_size, w->granularity);
+        break;
+    case QT_QF_NF4:
+    case QT_QF_FP4:
+        if (w->group_size) f->group_size = w->group_size;
+        f->double_quant = w->double_quant;
+        break;
+    case QT_QF_FP8_E4M3:
+    case QT_QF_FP8_E5M2:
+        if (gran_group)
+            return QT_ERROR(QT_EINVAL, "%s: %s.granularity: %s scales are per channel or per "
+                                       "tensor, not per group", p, k, w->format);
+        f->gran = !strcmp(w->granularity, "tensor") ? QT_QG_TENSOR : QT_QG_CHANNEL;
+        break;
+    default: /* GGUF: blocks fix everything */
+        if (w->group_size)
+            return QT_ERROR(QT_EINVAL, "%s: %s.group_size: %s has fixed blocks; leave "
+                                       "group_size at 0", p, k, w->format);
+        break;
+    }
+    if (qt_qformat_check(f, 0, 0) != QT_OK)
+        return QT_ERROR(QT_EINVAL, "%s: %s: %s", p, k, qt_error_message());
+    return QT_OK;
+}
+
 qt_status qt_recipe_qat_config(const qt_recipe *r, const char *path, qt_recipe_qat *out) {
     const char *p = path ? path : "recipe";
     memset(out, 0, sizeof *out);
     qt_qat_config *c = &out->cfg;
-    const typeof(r->qat.weight) *w = &r->qat.weight;
+    const qt_recipe_wfmt *w = &r->qat.weight;
     if (strcmp(w->format, "none")) {
-        if (qt_qformat_parse(w->format, &c->weight) != QT_OK)
-            return QT_ERROR(QT_EINVAL, "%s: qat.weight.format: %s", p, qt_error_message());
+        qt_status st = qt_recipe_wformat(w, p, "qat.weight", &c->weight);
+        if (st != QT_OK) return st;
         c->weight_on = true;
-        qt_qformat *f = &c->weight;
-        bool gran_group = !strcmp(w->granularity, "group");
-        switch (f->kind) {
-        case QT_QF_INT:
-            f->symmetric = w->symmetric;
-            f->scale_dtype = dtype_of(w->scale_dtype);
-            f->gran = gran_group ? QT_QG_GROUP
-                      : !strcmp(w->granularity, "channel") ? QT_QG_CHANNEL : QT_QG_TENSOR;
-            if (w->group_size) f->group_size = w->group_size;
-            if (!gran_group && w->group_size)
-                return QT_ERROR(QT_EINVAL, "%s: qat.weight.group_size (%d) needs granularity "
-                                           "group, not %s", p, w->group_size, w->granularity);
-            if (w->learnable && f->scale_dtype != QT_F32)
+        if (c->weight.kind == QT_QF_INT) {
+            if (w->learnable && c->weight.scale_dtype != QT_F32)
                 return QT_ERROR(QT_EINVAL, "%s: qat.weight.learnable needs scale_dtype f32 (the "
                                            "learned scales are f32 and ship as they are), got %s",
                                 p, w->scale_dtype);
             c->learnable = w->learnable;
-            break;
-        case QT_QF_NF4:
-        case QT_QF_FP4:
-            if (w->group_size) f->group_size = w->group_size;
-            f->double_quant = w->double_quant;
-            break;
-        case QT_QF_FP8_E4M3:
-        case QT_QF_FP8_E5M2:
-            if (gran_group)
-                return QT_ERROR(QT_EINVAL, "%s: qat.weight.granularity: %s scales are per channel "
-                                           "or per tensor, not per group", p, w->format);
-            f->gran = !strcmp(w->granularity, "tensor") ? QT_QG_TENSOR : QT_QG_CHANNEL;
-            break;
-        default: /* GGUF: blocks fix everything */
-            if (w->group_size)
-                return QT_ERROR(QT_EINVAL, "%s: qat.weight.group_size: %s has fixed blocks; "
-                                           "leave group_size at 0", p, w->format);
-            break;
         }
-        if (qt_qformat_check(f, 0, 0) != QT_OK)
-            return QT_ERROR(QT_EINVAL, "%s: qat.weight: %s", p, qt_error_message());
     }
     if (w->learnable && !c->learnable)
         return QT_ERROR(QT_EINVAL, "%s: qat.weight.learnable needs an int weight format, got %s", p,

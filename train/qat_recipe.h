@@ -15,6 +15,10 @@ typedef struct {
 
 /* Builds and checks the config (everything that does not need the model's shapes);
  * messages name `path` and the key. Call only when qt_recipe_has_qat(r). */
+/* A recipe's weight format (qat.weight.*, quantize.*; k names the keys in messages) as
+ * a qt_qformat, checked. */
+qt_status qt_recipe_wformat(const qt_recipe_wfmt *w, const char *path, const char *k,
+                            qt_qformat *f);
 qt_status qt_recipe_qat_config(const qt_recipe *r, const char *path, qt_recipe_qat *out);
 /* When the recipe asks for QAT: prepares it on m (*q set, fake-quant enabled), else
  * *q = NULL. `out` must live as long as *q. */

@@ -130,6 +130,63 @@ static const keydef keys[] = {
     {"qat.lm_head", K_BOOL, F(qat.lm_head), 0, 0, NULL, "also fake-quant the output projection"},
     {"qat.start_step", K_LONG, F(qat.start_step), 0, BIG, NULL,
      "fake-quant turns on at this step (torchtune: about half-way works best)"},
+    {"quantize.method", K_STR, F(quantize.method), 0, 0, "none|rtn|gptq|awq",
+     "qtrain quantize: post-training quantization algorithm"},
+    {"quantize.format", K_STR, F(quantize.fmt.format), 0, 0,
+     "int2|int3|int4|int5|int6|int7|int8|nf4|fp4|fp8_e4m3|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|"
+     "q2_k|q3_k|q4_k|q5_k|q6_k",
+     "weight format (the quantizer core's; gptq/awq: int)"},
+    {"quantize.granularity", K_STR, F(quantize.fmt.granularity), 0, 0, "group|channel|tensor",
+     "int: per group of inputs, per output row, per matrix; fp8: channel|tensor"},
+    {"quantize.group_size", K_INT, F(quantize.fmt.group_size), 0, 65536, NULL,
+     "int: inputs per scale (0 = 128); nf4/fp4: blocksize (0 = 64)"},
+    {"quantize.symmetric", K_STR, F(quantize.symmetric), 0, 0, "auto|true|false",
+     "int: symmetric scales (auto: true for rtn/gptq, false for awq, as they ship)"},
+    {"quantize.scale_dtype", K_STR, F(quantize.fmt.scale_dtype), 0, 0, "f32|f16|bf16",
+     "int: dtype of the stored scales (GPTQ/AWQ files hold f16)"},
+    {"quantize.double_quant", K_BOOL, F(quantize.fmt.double_quant), 0, 0, NULL,
+     "nf4/fp4: double-quantize the block absmax (QLoRA)"},
+    {"quantize.layers", K_STRLIST, F(quantize.layers), 0, 0, NULL,
+     "module-name globs to quantize (\"*.mlp.*\"); empty = every Linear of the blocks"},
+    {"quantize.damp", K_FLOAT, F(quantize.damp), 0, 10, NULL,
+     "gptq: damping, a fraction of mean(diag(H)) added to the diagonal"},
+    {"quantize.block_size", K_INT, F(quantize.block_size), 1, 65536, NULL,
+     "gptq: columns per lazy batch update"},
+    {"quantize.act_order", K_BOOL, F(quantize.act_order), 0, 0, NULL,
+     "gptq: quantize columns in decreasing Hessian diagonal (desc_act)"},
+    {"quantize.static_groups", K_BOOL, F(quantize.static_groups), 0, 0, NULL,
+     "gptq with act_order: group scales fixed before the reordering"},
+    {"quantize.awq_grid", K_INT, F(quantize.awq_grid), 1, 1000, NULL,
+     "awq: points of the scale exponent grid"},
+    {"quantize.clip", K_BOOL, F(quantize.clip), 0, 0, NULL, "awq: search weight clipping"},
+    {"quantize.batch", K_INT, F(quantize.batch), 1, 1 << 20, NULL,
+     "calibration sequences per forward pass"},
+    {"quantize.calibration.data", K_STR, F(quantize.calibration.data), 0, 0, NULL,
+     "calibration text; empty = the training part of data.train"},
+    {"quantize.calibration.samples", K_INT, F(quantize.calibration.samples), 1, 1 << 20, NULL,
+     "calibration sequences"},
+    {"quantize.calibration.seq_len", K_INT, F(quantize.calibration.seq_len), 1, 1 << 20, NULL,
+     "tokens per calibration sequence"},
+    {"quantize.calibration.seed", K_LONG, F(quantize.calibration.seed), 0, BIG, NULL,
+     "which sequences are drawn"},
+    {"quantize.compare", K_BOOL, F(quantize.compare), 0, 0, NULL,
+     "after export, compare each file with the float model (perplexity, KL, top-1)"},
+    {"quantize.compare_data", K_STR, F(quantize.compare_data), 0, 0, NULL,
+     "text to compare on; empty = the validation part of data.train"},
+    {"quantize.compare_context", K_INT, F(quantize.compare_context), 0, 1 << 20, NULL,
+     "window of the comparison; 0 = data.seq_len"},
+    {"export.gguf", K_STR, F(export.gguf), 0, 0, NULL, "GGUF file to write (llama.cpp)"},
+    {"export.gptq", K_STR, F(export.gptq), 0, 0, NULL,
+     "directory to write as a GPTQ checkpoint (vLLM, transformers)"},
+    {"export.awq", K_STR, F(export.awq), 0, 0, NULL, "directory to write as an AWQ GEMM checkpoint"},
+    {"export.bnb_nf4", K_STR, F(export.bnb_nf4), 0, 0, NULL,
+     "directory to write as a bitsandbytes NF4 checkpoint (transformers)"},
+    {"export.fp8", K_STR, F(export.fp8), 0, 0, NULL,
+     "directory to write as FP8 E4M3 compressed-tensors (vLLM)"},
+    {"export.gguf_float", K_STR, F(export.gguf_float), 0, 0, "f32|f16",
+     "GGUF type of the weights left unquantized (embedding, lm_head)"},
+    {"export.st_float", K_STR, F(export.st_float), 0, 0, "f32|f16|bf16",
+     "safetensors dtype of the tensors left unquantized"},
     {"output.dir", K_STR, F(output.dir), 0, 0, NULL, "run directory (metrics, checkpoints)"},
     {"output.log_every", K_INT, F(output.log_every), 1, 1 << 30, NULL,
      "print and record metrics every N steps"},
@@ -193,6 +250,23 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->qat.activation.dynamic = true;
     strcpy(r->qat.activation.observer, "moving_average");
     r->qat.activation.averaging_constant = 0.01f;
+    strcpy(r->quantize.method, "none");
+    strcpy(r->quantize.fmt.format, "int4");
+    strcpy(r->quantize.fmt.granularity, "group");
+    strcpy(r->quantize.fmt.scale_dtype, "f16");
+    r->quantize.fmt.double_quant = true;
+    strcpy(r->quantize.symmetric, "auto");
+    r->quantize.damp = 0.01f;
+    r->quantize.block_size = 128;
+    r->quantize.awq_grid = 20;
+    r->quantize.clip = true;
+    r->quantize.batch = 8;
+    r->quantize.calibration.samples = 128;
+    r->quantize.calibration.seq_len = 512;
+    r->quantize.calibration.seed = 1234;
+    r->quantize.compare = true;
+    strcpy(r->export.gguf_float, "f32");
+    strcpy(r->export.st_float, "f16");
 }
 
 bool qt_recipe_has_qat(const qt_recipe *r) {

@@ -14,6 +14,18 @@
 
 #define QT_PATH_MAX 512
 
+/* A weight format as recipes spell it (qat.weight.*, quantize.*). */
+typedef struct {
+    char format[16];        /* none | int2..int8 | nf4 | fp4 | fp8_e4m3 | ... | q6_k */
+    char granularity[16];   /* group | channel | tensor (int; fp8: channel | tensor) */
+    int group_size;         /* int: G; nf4/fp4: blocksize; 0 = format default */
+    bool symmetric;
+    char scale_dtype[8];    /* f32 | f16 | bf16 (int) */
+    bool double_quant;      /* nf4/fp4 */
+    bool learnable;         /* int, f32 scales: LSQ learned scales / zero points (QAT) */
+    float lr_ratio;         /* their learning rate / optimizer.lr (QAT) */
+} qt_recipe_wfmt;
+
 typedef struct {
     char name[128];
     struct {
@@ -46,16 +58,7 @@ typedef struct {
         float min_lr_ratio;
     } schedule;
     struct {                        /* absent / format none = no fake-quant */
-        struct {
-            char format[16];        /* none | int2..int8 | nf4 | fp4 | fp8_e4m3 | ... | q6_k */
-            char granularity[16];   /* group | channel | tensor (int; fp8: channel | tensor) */
-            int group_size;         /* int: G; nf4/fp4: blocksize; 0 = format default */
-            bool symmetric;
-            char scale_dtype[8];    /* f32 | f16 | bf16 (int) */
-            bool double_quant;      /* nf4/fp4 */
-            bool learnable;         /* int, f32 scales: LSQ learned scales / zero points */
-            float lr_ratio;         /* their learning rate / optimizer.lr */
-        } weight;
+        qt_recipe_wfmt weight;
         struct {
             char format[16];        /* none | int2..int8 */
             char granularity[16];   /* per_token (dynamic) | per_tensor (static, observer) */
@@ -67,6 +70,32 @@ typedef struct {
         bool embeddings, lm_head;
         long start_step;            /* fake-quant turns on at this step */
     } qat;
+    struct {                        /* qtrain quantize (PTQ); method none = absent */
+        char method[8];             /* none | rtn | gptq | awq */
+        qt_recipe_wfmt fmt;         /* quantize.format, granularity, group_size, ... */
+        char symmetric[8];          /* auto (gptq/rtn: true, awq: false) | true | false */
+        char layers[1024];          /* '\n'-separated module-name globs; "" = decoder Linears */
+        float damp;                 /* gptq: fraction of mean(diag(H)) */
+        int block_size;             /* gptq: lazy-update block */
+        bool act_order, static_groups;
+        int awq_grid;               /* awq: alpha grid points */
+        bool clip;                  /* awq: clip search */
+        int batch;                  /* calibration sequences per forward */
+        struct {
+            char data[QT_PATH_MAX]; /* "" = data.train (its training part) */
+            int samples, seq_len;
+            long seed;
+        } calibration;
+        bool compare;               /* qtrain compare against the float model after export */
+        char compare_data[QT_PATH_MAX]; /* "" = data.train's validation part */
+        int compare_context;        /* 0 = data.seq_len */
+    } quantize;
+    struct {                        /* files qtrain quantize writes; "" = not that format */
+        char gguf[QT_PATH_MAX], gptq[QT_PATH_MAX], awq[QT_PATH_MAX], bnb_nf4[QT_PATH_MAX],
+            fp8[QT_PATH_MAX];
+        char gguf_float[8];         /* f32 | f16: GGUF type of unquantized weights */
+        char st_float[8];           /* f32 | f16 | bf16: safetensors unquantized tensors */
+    } export;
     struct {
         char dir[QT_PATH_MAX];
         int log_every, eval_every, eval_batches, checkpoint_every, sample_tokens;

@@ -1,0 +1,115 @@
+/*
+ * compare.c - the parity report: perplexity of a reference and a candidate model on the
+ * same windows, the KL divergence of the candidate's next-token distribution from the
+ * reference's (llama.cpp's `perplexity --kl-divergence` reports the same statistic), and
+ * how often their top-1 tokens agree. Log-softmax in double.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+
+static int64_t vocab_of(const qt_model *m) {
+    return m->arch == QT_ARCH_GPT2 ? m->gpt2.cfg.vocab_size : m->llama.cfg.vocab_size;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* log-softmax of one row of logits into lp (double); returns the argmax */
+static int64_t log_softmax(const float *z, int64_t V, double *lp) {
+    int64_t am = 0;
+    double mx = z[0];
+    for (int64_t v = 1; v < V; v++)
+        if (z[v] > mx) mx = z[v], am = v;
+    double s = 0.0;
+    for (int64_t v = 0; v < V; v++) s += exp((double)z[v] - mx);
+    double lse = mx + log(s);
+    for (int64_t v = 0; v < V; v++) lp[v] = (double)z[v] - lse;
+    return am;
+}
+
+qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, long n,
+                            long ctxlen, long stride, qt_compare_result *out) {
+    memset(out, 0, sizeof *out);
+    const int64_t V = vocab_of(ref);
+    if (vocab_of(cand) != V)
+        return QT_ERROR(QT_EINVAL, "compare: the vocabularies differ (%lld vs %lld)", (long long)V,
+                        (long long)vocab_of(cand));
+    if (ctxlen < 1 || stride < 1 || stride > ctxlen || n < 2)
+        return QT_ERROR(QT_EINVAL, "compare: needs context >= stride >= 1 and >= 2 tokens");
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t *ids = malloc((size_t)ctxlen * sizeof *ids);
+    double *lp = malloc((size_t)V * sizeof *lp), *lq = malloc((size_t)V * sizeof *lq);
+    double *kls = malloc((size_t)n * sizeof *kls);
+    float *zr = malloc((size_t)(ctxlen * V) * sizeof *zr);
+    qt_status st = QT_OK;
+    if (!ctx || !ids || !lp || !lq || !kls || !zr) {
+        st = QT_ERROR(QT_ENOMEM, "compare: out of memory");
+        goto done;
+    }
+    qt_ctx_set_grad_enabled(ctx, false);
+    double nll_r = 0, nll_c = 0, kl_sum = 0;
+    long count = 0, agree = 0, prev_end = 0;
+    for (long begin = 0; begin < n - 1; begin += stride) {
+        long end = begin + ctxlen + 1 < n ? begin + ctxlen + 1 : n, L = end - begin - 1;
+        memcpy(ids, text + begin, (size_t)L * sizeof *ids);
+        int64_t shape[2] = {1, L};
+        qt_ctx_reset(ctx);
+        qt_tensor *yr = qt_model_forward(ctx, ref, qt_tensor_from(ctx, QT_I32, 2, shape, ids));
+        if (!yr) {
+            st = QT_ERROR(qt_ctx_status(ctx), "compare: reference: %s", qt_ctx_error(ctx));
+            break;
+        }
+        memcpy(zr, yr->data, (size_t)(L * V) * sizeof *zr);
+        qt_ctx_reset(ctx);
+        qt_tensor *yc = qt_model_forward(ctx, cand, qt_tensor_from(ctx, QT_I32, 2, shape, ids));
+        if (!yc) {
+            st = QT_ERROR(qt_ctx_status(ctx), "compare: candidate: %s", qt_ctx_error(ctx));
+            break;
+        }
+        const float *zc = yc->data;
+        for (long j = 0; j < L; j++) {
+            long pos = begin + 1 + j; /* the token predicted */
+            if (pos < prev_end) continue;
+            int64_t ar = log_softmax(zr + j * V, V, lp), ac = log_softmax(zc + j * V, V, lq);
+            int32_t tg = text[pos];
+            nll_r -= lp[tg];
+            nll_c -= lq[tg];
+            double kl = 0.0;
+            for (int64_t v = 0; v < V; v++) kl += exp(lp[v]) * (lp[v] - lq[v]);
+            kl = kl < 0.0 ? 0.0 : kl; /* rounding */
+            kls[count++] = kl;
+            kl_sum += kl;
+            agree += ar == ac;
+        }
+        prev_end = end;
+        if (end == n) break;
+    }
+    if (st == QT_OK && count > 0) {
+        out->tokens = count;
+        out->ppl_ref = exp(nll_r / (double)count);
+        out->ppl_cand = exp(nll_c / (double)count);
+        out->kld_mean = kl_sum / (double)count;
+        qsort(kls, (size_t)count, sizeof *kls, cmp_double);
+        out->kld_max = kls[count - 1];
+        out->kld_p99 = kls[(long)floor(0.99 * (double)(count - 1))];
+        out->top1 = (double)agree / (double)count;
+    }
+done:
+    qt_ctx_free(ctx);
+    free(ids), free(lp), free(lq), free(kls), free(zr);
+    return st;
+}
+
+void qt_compare_print(FILE *f, const char *label, const qt_compare_result *r) {
+    fprintf(f,
+            "%s: %ld tokens: perplexity reference %.4f, candidate %.4f (%+.2f%%); KL divergence "
+            "mean %.6f, p99 %.6f, max %.6f; top-1 agreement %.2f%%\n",
+            label, r->tokens, r->ppl_ref, r->ppl_cand, 100.0 * (r->ppl_cand / r->ppl_ref - 1.0),
+            r->kld_mean, r->kld_p99, r->kld_max, 100.0 * r->top1);
+}
