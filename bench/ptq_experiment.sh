@@ -32,22 +32,28 @@ rows=$d/rows.txt
 
 # row NAME METHOD FORMAT EXPORT-KEY [--set ...]: quantize the float model, export, and
 # record the report of the exported file against the float model
-row() {
+row() { # a failed row is reported and skipped
+  row_ "$@" || echo "$1: FAILED, see $d/$1.log" >&2
+}
+row_() {
   local name=$1 method=$2 format=$3 key=$4
   shift 4
   local path=$d/$name
   [ "$key" = gguf ] && path=$d/$name.gguf
+  local exp=(--set export."$key"="$path")
+  [ "$key" = none ] && exp=()
   local log=$d/$name.log
   if ! grep -q "KL divergence" "$log" 2>/dev/null; then
     rm -rf "$path"
     $Q quantize recipes/ptq_gptq_int4.yaml --set name="$name" --set model.from="$float" \
       --set quantize.method="$method" --set quantize.format="$format" --set export.gptq= \
-      --set export."$key"="$path" --set quantize.calibration.samples="$samples" \
+      "${exp[@]}" --set quantize.calibration.samples="$samples" \
       --set quantize.compare_data="$val" --set quantize.compare_context=512 \
       --set output.dir="$d" "$@" >"$log" 2>&1 || { echo "$name failed: $(tail -3 "$log")" >&2; return 1; }
   fi
   local rep secs llcpp=""
   rep=$(grep "KL divergence" "$log" | tail -1)
+  [ "$key" = none ] && name="$name (in memory)"
   secs=$(sed -n 's/.* weights quantized in \([0-9.]*\) s/\1/p' "$log")
   if [ "$key" = gguf ]; then # llama.cpp on the same file: non-overlapping 512-token windows
     local qe lc
@@ -65,8 +71,12 @@ row rtn_int4_asym rtn int4 awq --set quantize.symmetric=false
 row awq_int4 awq int4 awq
 row rtn_int3_sym rtn int3 gptq
 row gptq_int3 gptq int3 gptq
-row rtn_int3_asym rtn int3 gptq --set quantize.symmetric=false
-row awq_int3 awq int3 gptq
+# int3 asymmetric: no exporter holds it exactly (GPTQ v1 cannot store a zero point of 0,
+# AWQ GEMM is 4-bit): measured in memory
+row rtn_int3_asym rtn int3 none --set quantize.symmetric=false --set export.write=false
+row awq_int3 awq int3 none --set export.write=false
+row awq_int4_duo awq int4 awq --set quantize.awq_duo=true
+row awq_int3_duo awq int3 none --set export.write=false --set quantize.awq_duo=true
 row nf4 rtn nf4 bnb_nf4
 row fp8 rtn fp8_e4m3 fp8 --set quantize.granularity=channel
 row q8_0 rtn q8_0 gguf

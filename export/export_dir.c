@@ -14,6 +14,7 @@
  * qtrain.version / method / format / calibration_hash / recipe (empty ones omitted).
  */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -277,6 +278,39 @@ qt_status qt_export_write_dir(const qt_qmodel *qm, const qt_export_opts *o, cons
     return s;
 }
 
+/* A directory an export may replace: empty, or one a qtrain export wrote (only regular
+ * files, among them a config.json with a "qtrain" object). Anything else (a training run,
+ * a model it came from) is refused rather than deleted. */
+static bool replaceable(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool ok = true, has_config = false;
+    struct dirent *e;
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char path[4096];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ok = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+        if (ok && !strcmp(e->d_name, "config.json")) {
+            FILE *f = fopen(path, "rb");
+            char buf[1 << 16];
+            size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f) fclose(f);
+            buf[n] = 0;
+            cJSON *j = cJSON_Parse(buf);
+            has_config = j && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "qtrain"));
+            cJSON_Delete(j);
+        }
+    }
+    bool empty = true;
+    rewinddir(d);
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = false;
+    closedir(d);
+    return ok && (has_config || empty);
+}
+
 static qt_status write_dir(const qt_qmodel *qm, const qt_export_opts *o, const char *dir,
                            qt_export_format f, const qt_xst *x, const cJSON *qcfg,
                            const qt_export_extra *extras, int n_extras) {
@@ -285,6 +319,9 @@ static qt_status write_dir(const qt_qmodel *qm, const qt_export_opts *o, const c
     if (exists && !S_ISDIR(sb.st_mode))
         return QT_ERROR(QT_EINVAL, "export %s: %s exists and is not a directory; refusing to "
                         "overwrite it", qt_export_format_name(f), dir);
+    if (exists && !replaceable(dir))
+        return QT_ERROR(QT_EINVAL, "export %s: %s exists and is not a qtrain export (nor "
+                        "empty); refusing to replace it", qt_export_format_name(f), dir);
     size_t n = strlen(dir) + 32;
     char *tmp = malloc(n), *old = malloc(n);
     if (!tmp || !old) {

@@ -18,6 +18,7 @@
  * Dequantization: w[o, i] = scales[g, o] * (q[i, o] - (qzeros[g, o] + 1)), g = g_idx[i].
  * Symmetric: z = 2^(b-1), stored 2^(b-1) - 1 as AutoGPTQ does.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,7 +82,8 @@ static cJSON *gptq_config(const qt_qmodel *qm) {
     if (!j) return NULL;
     cJSON_AddNumberToObject(j, "bits", f ? f->bits : 4);
     cJSON_AddNumberToObject(j, "group_size", f && f->gran == QT_QG_GROUP ? f->group_size : -1);
-    cJSON_AddNumberToObject(j, "damp_percent", 0.01);
+    /* the f32 damping as the decimal it was written as (0.01, not 0.0099999998) */
+    cJSON_AddNumberToObject(j, "damp_percent", qm->damp > 0 ? round(qm->damp * 1e6) / 1e6 : 0.01);
     cJSON_AddBoolToObject(j, "desc_act", desc);
     cJSON_AddBoolToObject(j, "static_groups", false);
     cJSON_AddBoolToObject(j, "sym", f ? f->symmetric : true);

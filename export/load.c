@@ -239,8 +239,10 @@ static qt_status load_awq(lctx *c, const char *pre, float *w, int64_t out, int64
 
 static qt_status json_int(const cJSON *j, const char *key, const char *where, int64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble)
-        return QT_ERROR(QT_EFORMAT, "%s: \"%s\" must be an integer", where, key);
+    /* within int range first: casting an out-of-range double is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= -2147483648.0 && v->valuedouble <= 2147483647.0) ||
+        v->valuedouble != (double)(int64_t)v->valuedouble)
+        return QT_ERROR(QT_EFORMAT, "%s: \"%s\" must be an integer (32-bit)", where, key);
     *out = (int64_t)v->valuedouble;
     return QT_OK;
 }

@@ -12,7 +12,8 @@
  *      gate/up after post_attention_layernorm judged by the MLP output
  *      down   after up_proj
  *    s = clamp(mean|x|^alpha, 1e-4) / sqrt(max(s) min(s)), alpha = i / grid, i < grid
- *    (llm-awq; AutoAWQ's duo_scaling is not used); the loss of alpha is the mean squared
+ *    (llm-awq; with awq_duo, AutoAWQ's duo_scaling: mean|x|^alpha / (w_mean^(1-alpha) +
+ *    1e-4), w_mean the mean over rows of |w| / its group's max); the loss of alpha is the mean squared
  *    error of the group's judge with each weight replaced by Q(W diag(s)) diag(s)^-1.
  *    All groups are searched on the float block, then every scale is folded: the
  *    preceding norm's weight (or the preceding Linear's rows) divided by s, the group's
@@ -168,16 +169,34 @@ static qt_status search_scale(qt_model *m, const qt_ptq_config *cfg, const qt_ca
         if (!orig[k]) st = QT_ERROR(QT_ENOMEM, "awq: out of memory");
         else memcpy(orig[k], g->w[k]->data, (size_t)qt_numel(g->w[k]) * sizeof(float));
     }
+    double *wm = cfg->awq_duo ? calloc((size_t)in, sizeof *wm) : NULL;
+    if (cfg->awq_duo && !wm) st = QT_ERROR(QT_ENOMEM, "awq: out of memory");
     if (st == QT_OK) {
         for (int64_t t = 0; t < N; t++)
             for (int64_t c = 0; c < in; c++) xm[c] += fabsf(g->inp[t * in + c]);
         for (int64_t c = 0; c < in; c++) xm[c] /= (double)N;
+    }
+    if (st == QT_OK && wm) { /* AutoAWQ's w_mean: |w| / its group's max, averaged per input */
+        const int64_t G = cfg->fmt.gran == QT_QG_GROUP ? cfg->fmt.group_size : in;
+        int64_t rows = 0;
+        for (int k = 0; k < g->n; k++) {
+            const float *w = orig[k];
+            for (int64_t r = 0; r < g->w[k]->shape[0]; r++, rows++)
+                for (int64_t c0 = 0; c0 < in; c0 += G) {
+                    float mx = 0.0f;
+                    for (int64_t c = c0; c < c0 + G; c++) mx = fmaxf(mx, fabsf(w[r * in + c]));
+                    for (int64_t c = c0; c < c0 + G; c++)
+                        wm[c] += fabsf(w[r * in + c]) / ((double)mx + 1e-6);
+                }
+        }
+        for (int64_t c = 0; c < in; c++) wm[c] /= (double)rows;
     }
     double best = INFINITY;
     for (int i = 0; i < cfg->awq_grid && st == QT_OK; i++) {
         double ratio = (double)i / (double)cfg->awq_grid, mx = 0.0, mn = INFINITY;
         for (int64_t c = 0; c < in; c++) {
             double v = pow(xm[c], ratio);
+            if (wm) v /= pow(wm[c], 1.0 - ratio) + 1e-4; /* AutoAWQ duo_scaling */
             v = v < 1e-4 ? 1e-4 : v;
             s[c] = (float)v;
             mx = s[c] > mx ? s[c] : mx;
@@ -206,6 +225,7 @@ static qt_status search_scale(qt_model *m, const qt_ptq_config *cfg, const qt_ca
         st = QT_ERROR(QT_ENUMERIC, "awq: block %d: %s: every scale gave a non-finite loss", l,
                       g->w[0]->name);
     free(xm);
+    free(wm);
     free(s);
     free(tmp);
     return st;
@@ -329,6 +349,11 @@ qt_status qt_awq_block(qt_model *m, const qt_ptq_config *cfg, const qt_calib *ca
         scales[i] = malloc((size_t)gs[i].w[0]->shape[1] * sizeof(float));
         st = scales[i] ? search_scale(m, cfg, cal, l, &gs[i], scales[i])
                        : QT_ERROR(QT_ENOMEM, "awq: out of memory");
+        if (st != QT_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            st = QT_ERROR(st, "awq, block %d: the scale search of %s: %s", l, gs[i].w[0]->name, why);
+        }
     }
     for (int i = 0; i < ngs && st == QT_OK; i++)
         if (on[i]) apply_scale(&gs[i], scales[i], N);
@@ -336,7 +361,14 @@ qt_status qt_awq_block(qt_model *m, const qt_ptq_config *cfg, const qt_calib *ca
     qt_tensor *cw[5] = {Y->wv, Y->wo, Y->w_gate, Y->w_up, Y->w_down};
     const float *cx[5] = {F.h1, F.o_in, F.h2, F.h2, F.d_in};
     for (int k = 0; k < 5 && st == QT_OK && cfg->awq_clip; k++)
-        if (qt_ptq_selected(cfg, m, cw[k])) st = search_clip(&cfg->fmt, cw[k], cx[k], N);
+        if (qt_ptq_selected(cfg, m, cw[k])) {
+            st = search_clip(&cfg->fmt, cw[k], cx[k], N);
+            if (st != QT_OK) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", qt_error_message());
+                st = QT_ERROR(st, "awq, block %d: the clip search of %s: %s", l, cw[k]->name, why);
+            }
+        }
     qt_tensor *order[7] = {Y->wq, Y->wk, Y->wv, Y->wo, Y->w_gate, Y->w_up, Y->w_down};
     for (int k = 0; k < 7 && st == QT_OK; k++)
         if (qt_ptq_selected(cfg, m, order[k])) st = qt_ptq_quantize_param(qm, &cfg->fmt, order[k]);

@@ -164,6 +164,12 @@ qt_status qt_gptq_quantize_with(const qt_qformat *f, float *w, int64_t rows, int
                       (long long)cols);
         goto done;
     }
+    for (int64_t i = 0; i < rows * cols; i++)
+        if (!isfinite(w[i])) {
+            st = QT_ERROR(QT_ENUMERIC, "gptq: weight (row %lld, col %lld) is not finite",
+                          (long long)(i / cols), (long long)(i % cols));
+            goto done;
+        }
     memcpy(perm, h->perm, (size_t)cols * sizeof *perm);
     for (int64_t c = 0; c < cols; c++) /* dead inputs carry nothing */
         if (h->dead[c])
@@ -179,6 +185,12 @@ qt_status qt_gptq_quantize_with(const qt_qformat *f, float *w, int64_t rows, int
                     hi = x > hi ? x : hi;
                 }
                 qt_qint_params(f, (const float[]){lo, hi}, 2, &sc[r * ng + g], &zp[r * ng + g]);
+                if (!isfinite(sc[r * ng + g])) {
+                    st = QT_ERROR(QT_ENUMERIC, "gptq: the scale of the group at (row %lld, col "
+                                  "%lld) overflows %s", (long long)r, (long long)(g * G),
+                                  qt_dtype_name(f->scale_dtype));
+                    goto done;
+                }
             }
     /* W^T in visiting order */
     for (int64_t i = 0; i < cols; i++)
@@ -204,9 +216,17 @@ qt_status qt_gptq_quantize_with(const qt_qformat *f, float *w, int64_t rows, int
                             mx[r] = col[r] > mx[r] ? col[r] : mx[r];
                         }
                     }
-                    for (int64_t r = 0; r < rows; r++)
+                    for (int64_t r = 0; r < rows; r++) {
                         qt_qint_params(f, (const float[]){mn[r], mx[r]}, 2, &sc[r * ng + g],
                                        &zp[r * ng + g]);
+                        if (!isfinite(sc[r * ng + g])) {
+                            st = QT_ERROR(QT_ENUMERIC,
+                                          "gptq: the scale of the group at (row %lld, col %lld) "
+                                          "overflows %s", (long long)r, (long long)perm[i],
+                                          qt_dtype_name(f->scale_dtype));
+                            goto done;
+                        }
+                    }
                 }
             }
             float *col = Wt + i * rows, *err = E + (i - i1) * rows;

@@ -169,10 +169,14 @@ qt_status qt_ptq_run(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cali
                      qt_qmodel *out) {
     static const char *names[] = {"rtn", "gptq", "awq"};
     qt_qmodel_init(out, m, names[cfg->method]);
+    if (cfg->method == QT_PTQ_GPTQ) out->damp = cfg->damp;
     qt_status st = check_selection(cfg, m);
     if (st != QT_OK) return st;
     if (cfg->method == QT_PTQ_RTN) {
         st = run_rtn(m, cfg, out);
+        if (st == QT_OK && out->n == 0)
+            st = QT_ERROR(QT_ENOTSUP, "rtn: no Linear layer to quantize (PTQ quantizes the "
+                                      "Llama family's projections; GPT-2 is not supported)");
         if (st != QT_OK) qt_qmodel_free(out);
         return st;
     }
@@ -252,7 +256,12 @@ static qt_status gptq_stage(qt_model *m, const qt_ptq_config *cfg, qt_tensor **w
     for (int64_t i = 0; i < in; i++)
         for (int64_t j = 0; j < i; j++) H[i * in + j] = H[j * in + i];
     qt_gptq_hinv h;
+    char why[512];
     qt_status st = qt_gptq_hinv_init(H, in, cfg->damp, cfg->act_order, &h);
+    if (st != QT_OK) {
+        snprintf(why, sizeof why, "%s", qt_error_message());
+        return QT_ERROR(st, "%s (the input it shares with the stage's layers): %s", ws[0]->name, why);
+    }
     for (int k = 0; k < n && st == QT_OK; k++) {
         qt_tensor *w = ws[k];
         if (!qt_ptq_selected(cfg, m, w)) continue;
@@ -260,14 +269,14 @@ static qt_status gptq_stage(qt_model *m, const qt_ptq_config *cfg, qt_tensor **w
         int32_t *perm = NULL;
         st = qt_gptq_quantize_with(&cfg->fmt, w->data, w->shape[0], w->shape[1], &h,
                                    cfg->block_size, cfg->static_groups, &q, &perm);
-        if (st == QT_OK) st = qt_qmodel_add(qm, w->name, &q, perm);
+        if (st == QT_OK) {
+            st = qt_qmodel_add(qm, w->name, &q, perm);
+        } else {
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            st = QT_ERROR(st, "%s: %s", w->name, why);
+        }
     }
     qt_gptq_hinv_free(&h);
-    if (st != QT_OK) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", qt_error_message());
-        st = QT_ERROR(st, "%s: %s", ws[0]->name, why);
-    }
     return st;
 }
 

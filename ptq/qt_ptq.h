@@ -61,6 +61,7 @@ typedef struct {
     /* provenance, written into every exported file's metadata (strings, may be ""): */
     char *recipe;        /* the resolved recipe (YAML text) or NULL */
     char calib_hash[72]; /* "sha256:<hex>" of the calibration token ids (i32 LE), or "" */
+    float damp;          /* GPTQ's damping (for its quantize_config.json), 0 = not GPTQ */
 } qt_qmodel;
 
 void qt_qmodel_init(qt_qmodel *qm, qt_model *m, const char *method);
@@ -91,6 +92,7 @@ typedef struct {
     /* AWQ */
     int awq_grid;            /* alpha grid points, 20 */
     bool awq_clip;           /* run the clip search, true */
+    bool awq_duo;            /* AutoAWQ's duo_scaling (weights' magnitudes too), false */
     /* calibration */
     int batch;               /* sequences per forward, 8 */
 } qt_ptq_config;

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+bash scripts/python_deps.sh # the interop tests' readers: gguf-py, llama.cpp, numpy
 jobs=$(nproc)
 
 echo "== Release build: ctest $*"

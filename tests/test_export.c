@@ -566,7 +566,8 @@ static void test_refusals(void) {
         if (fp) fclose(fp);
         CHECK(n == 7 && !strcmp(buf, "keep me"), "the file is untouched");
 
-        /* an existing directory is replaced, whatever it held */
+        /* an existing directory that is not an export (a training run, say) is refused and
+         * left as it was; an empty one, or an earlier export, is replaced */
         char dir[1024], stale[1100];
         snprintf(dir, sizeof dir, "%s/replace_me", g_root);
         mkdir(dir, 0755);
@@ -576,8 +577,14 @@ static void test_refusals(void) {
         fclose(fp);
         qt_export_opts o;
         qt_export_opts_defaults(&o);
-        CHECK(qt_export(&qm, QT_EXPORT_FP8, &o, dir) == QT_OK, "export over a dir: %s", qt_error_message());
-        CHECK(!exists(stale), "the old directory's files are gone");
+        CHECK(qt_export(&qm, QT_EXPORT_FP8, &o, dir) == QT_EINVAL &&
+                  strstr(qt_error_message(), "is not a qtrain export"),
+              "export over a foreign dir: %s", qt_error_message());
+        CHECK(exists(stale), "the foreign directory is untouched");
+        CHECK(count_prefixed(g_root, "replace_me.") == 0, "no temporaries beside it");
+        remove(stale);
+        CHECK(qt_export(&qm, QT_EXPORT_FP8, &o, dir) == QT_OK, "export over an empty dir: %s",
+              qt_error_message());
         snprintf(stale, sizeof stale, "%s/model.safetensors", dir);
         CHECK(exists(stale), "the new directory is in place");
         CHECK(count_prefixed(g_root, "replace_me.") == 0, "no temporaries beside it");
@@ -585,7 +592,7 @@ static void test_refusals(void) {
         snprintf(slash, sizeof slash, "%s/", dir);
         CHECK(qt_export(&qm, QT_EXPORT_FP8, &o, slash) == QT_OK && exists(stale) &&
                   count_prefixed(g_root, "replace_me.") == 0 && count_prefixed(dir, ".") == 2,
-              "export to \"dir/\" replaces dir, temporaries beside it, none inside");
+              "export to \"dir/\" replaces the earlier export, temporaries beside it, none inside");
         qt_qmodel_free(&qm);
     }
     qt_model_free(&m);

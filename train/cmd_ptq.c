@@ -75,6 +75,7 @@ static qt_status ptq_from_recipe(const qt_recipe *r, const char *p, ptq_recipe *
     c->static_groups = r->quantize.static_groups;
     c->awq_grid = r->quantize.awq_grid;
     c->awq_clip = r->quantize.clip;
+    c->awq_duo = r->quantize.awq_duo;
     c->batch = r->quantize.batch;
     return QT_OK;
 }
@@ -94,6 +95,7 @@ static qt_status export_jobs(const qt_recipe *r, const char *p, const ptq_recipe
     paths[QT_EXPORT_BNB_NF4] = r->export.bnb_nf4;
     paths[QT_EXPORT_FP8] = r->export.fp8;
     *n = 0;
+    if (!r->export.write) return QT_OK; /* quantize and compare only */
     for (int f = 0; f < QT_EXPORT_COUNT; f++)
         if (paths[f][0]) {
             jobs[*n].f = (qt_export_format)f;
@@ -283,7 +285,6 @@ int qt_cmd_quantize(int argc, char **argv) {
     }
     qt_calib_free(&cal);
     qt_qmodel_free(&qm);
-    qt_model_free(&model);
     int rc = 0;
     if (st != QT_OK) {
         fprintf(stderr, "qtrain quantize: %s\n", qt_error_message());
@@ -295,10 +296,30 @@ int qt_cmd_quantize(int argc, char **argv) {
         if (r.quantize.compare_data[0]) {
             rc = qt_cli_read_tokens("quantize", r.quantize.compare_data, tok, &ids, &n);
         } else {
-            n = (size_t)(ds.n_tokens - ds.val_start);
-            ids = malloc(n * sizeof *ids);
-            if (ids) memcpy(ids, ds.tokens + ds.val_start, n * sizeof *ids);
-            else rc = 1;
+            /* the validation part of data.train (the calibration text, when it is another
+             * file, was opened whole) */
+            qt_dataset vs = {0};
+            qt_dataset *v = &ds;
+            if (own) {
+                qt_dataset_config vc = dc;
+                vc.path = r.data.train;
+                vc.val_fraction = r.data.val_fraction;
+                st = qt_dataset_open(&vs, &vc);
+                v = &vs;
+            }
+            n = st == QT_OK ? (size_t)(v->n_tokens - v->val_start) : 0;
+            if (st == QT_OK && n < 2)
+                st = QT_ERROR(QT_EINVAL, "%s: data.train (%s) has no validation part to compare "
+                                         "on (data.val_fraction %g); set quantize.compare_data",
+                              path, r.data.train, (double)r.data.val_fraction);
+            if (st == QT_OK && !(ids = malloc(n * sizeof *ids)))
+                st = QT_ERROR(QT_ENOMEM, "quantize: out of memory");
+            if (st == QT_OK) memcpy(ids, v->tokens + v->val_start, n * sizeof *ids);
+            if (own) qt_dataset_close(&vs);
+            if (st != QT_OK) {
+                fprintf(stderr, "qtrain quantize: %s (the files are written)\n", qt_error_message());
+                rc = qt_cli_exit_code(st);
+            }
         }
         qt_model ref;
         qt_tokenizer *tok2 = NULL;
@@ -307,16 +328,28 @@ int qt_cmd_quantize(int argc, char **argv) {
             rc = qt_cli_exit_code(st);
         }
         if (rc == 0) {
-            long context = r.quantize.compare_context ? r.quantize.compare_context
-                                                      : qt_model_context(&ref);
+            /* quantize.compare_context, else data.seq_len, within the model's context */
+            long context = r.quantize.compare_context ? r.quantize.compare_context : r.data.seq_len;
+            if (qt_model_context(&ref) > 0 && context > qt_model_context(&ref))
+                context = qt_model_context(&ref);
             long stride = context / 2 ? context / 2 : 1;
             for (int j = 0; j < n_jobs && rc == 0; j++)
                 rc = compare_file("quantize", &ref, jobs[j].path, ids, (long)n, context, stride);
+            if (n_jobs == 0) { /* export.write false: the quantized model in memory */
+                qt_compare_result res;
+                st = qt_compare_models(&ref, &model, ids, (long)n, context, stride, &res);
+                if (st == QT_OK) qt_compare_print(stdout, "qtrain quantize: compare (in memory, not written)", &res);
+                else {
+                    fprintf(stderr, "qtrain quantize: %s\n", qt_error_message());
+                    rc = qt_cli_exit_code(st);
+                }
+            }
             qt_model_free(&ref);
             qt_tokenizer_free(tok2);
         }
         free(ids);
     }
+    qt_model_free(&model);
     qt_dataset_close(&ds);
     qt_tokenizer_free(tok);
     return rc;
@@ -486,8 +519,14 @@ int qt_cmd_export(int argc, char **argv) {
             rc = qt_cli_exit_code(st);
         }
     }
-    if (rc == 0 && ids) {
-        long context = qt_model_context(&ref.m), stride = context / 2 ? context / 2 : 1;
+    if (rc == 0 && ids && n < 2) {
+        printf("qtrain export: no validation text: comparison skipped (pass --data FILE)\n");
+    } else if (rc == 0 && ids) {
+        /* the checkpoint's training window, or at most 2048 tokens of the model's context */
+        long context = qt_model_context(&ref.m);
+        long cap = ref.path ? ref.r.data.seq_len : 2048;
+        if (context <= 0 || context > cap) context = cap;
+        long stride = context / 2 ? context / 2 : 1;
         rc = compare_file("export", &ref.m, out, ids, (long)n, context, stride);
     }
     free(ids);
@@ -504,7 +543,8 @@ int qt_cmd_compare(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: qtrain compare REFERENCE CANDIDATE --data FILE [--context N] "
                    "[--stride S]\n"
-                   "  perplexity of both models on FILE (the windows of qtrain eval), the KL\n"
+                   "  perplexity of both models on FILE (the windows of qtrain eval; context\n"
+                   "  default: the model's, at most 2048), the KL\n"
                    "  divergence of CANDIDATE's next-token distribution from REFERENCE's (mean,\n"
                    "  99th percentile, max) and how often their top-1 tokens agree. Text is\n"
                    "  tokenized with REFERENCE's tokenizer. A model is a qtrain checkpoint (QAT\n"
@@ -543,7 +583,10 @@ int qt_cmd_compare(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n = 0;
     rc = qt_cli_read_tokens("compare", data, a.tok, &ids, &n);
-    if (!context) context = qt_model_context(&a.m);
+    if (!context) { /* the model's context, at most 2048 (logits of a window are held) */
+        context = qt_model_context(&a.m);
+        if (context <= 0 || context > 2048) context = 2048;
+    }
     if (!stride) stride = context / 2 ? context / 2 : 1;
     if (rc == 0 && stride > context) {
         fprintf(stderr, "qtrain compare: --stride (%ld) must not exceed --context (%ld)\n", stride,

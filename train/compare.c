@@ -42,6 +42,10 @@ qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, 
                         (long long)vocab_of(cand));
     if (ctxlen < 1 || stride < 1 || stride > ctxlen || n < 2)
         return QT_ERROR(QT_EINVAL, "compare: needs context >= stride >= 1 and >= 2 tokens");
+    for (long i = 0; i < n; i++)
+        if (text[i] < 0 || text[i] >= V)
+            return QT_ERROR(QT_EINVAL, "compare: token %ld is id %d, outside the vocabulary of %lld",
+                            i, text[i], (long long)V);
     qt_ctx *ctx = qt_ctx_new();
     int32_t *ids = malloc((size_t)ctxlen * sizeof *ids);
     double *lp = malloc((size_t)V * sizeof *lp), *lq = malloc((size_t)V * sizeof *lq);

@@ -159,6 +159,9 @@ static const keydef keys[] = {
     {"quantize.awq_grid", K_INT, F(quantize.awq_grid), 1, 1000, NULL,
      "awq: points of the scale exponent grid"},
     {"quantize.clip", K_BOOL, F(quantize.clip), 0, 0, NULL, "awq: search weight clipping"},
+    {"quantize.awq_duo", K_BOOL, F(quantize.awq_duo), 0, 0, NULL,
+     "awq: AutoAWQ's duo_scaling, scales from activations and weights (false: llm-awq's, "
+     "activations only)"},
     {"quantize.batch", K_INT, F(quantize.batch), 1, 1 << 20, NULL,
      "calibration sequences per forward pass"},
     {"quantize.calibration.data", K_STR, F(quantize.calibration.data), 0, 0, NULL,
@@ -174,7 +177,7 @@ static const keydef keys[] = {
     {"quantize.compare_data", K_STR, F(quantize.compare_data), 0, 0, NULL,
      "text to compare on; empty = the validation part of data.train"},
     {"quantize.compare_context", K_INT, F(quantize.compare_context), 0, 1 << 20, NULL,
-     "window of the comparison; 0 = data.seq_len"},
+     "window of the comparison (stride half of it); 0 = data.seq_len"},
     {"export.gguf", K_STR, F(export.gguf), 0, 0, NULL, "GGUF file to write (llama.cpp)"},
     {"export.gptq", K_STR, F(export.gptq), 0, 0, NULL,
      "directory to write as a GPTQ checkpoint (vLLM, transformers)"},
@@ -183,6 +186,9 @@ static const keydef keys[] = {
      "directory to write as a bitsandbytes NF4 checkpoint (transformers)"},
     {"export.fp8", K_STR, F(export.fp8), 0, 0, NULL,
      "directory to write as FP8 E4M3 compressed-tensors (vLLM)"},
+    {"export.write", K_BOOL, F(export.write), 0, 0, NULL,
+     "false: write nothing, compare the quantized model in memory (formats no exporter "
+     "writes, experiments)"},
     {"export.gguf_float", K_STR, F(export.gguf_float), 0, 0, "f32|f16",
      "GGUF type of the weights left unquantized (embedding, lm_head)"},
     {"export.st_float", K_STR, F(export.st_float), 0, 0, "f32|f16|bf16",
@@ -265,6 +271,7 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->quantize.calibration.seq_len = 512;
     r->quantize.calibration.seed = 1234;
     r->quantize.compare = true;
+    r->export.write = true;
     strcpy(r->export.gguf_float, "f32");
     strcpy(r->export.st_float, "f16");
 }

@@ -80,6 +80,7 @@ typedef struct {
         bool act_order, static_groups;
         int awq_grid;               /* awq: alpha grid points */
         bool clip;                  /* awq: clip search */
+        bool awq_duo;               /* awq: AutoAWQ's duo_scaling */
         int batch;                  /* calibration sequences per forward */
         struct {
             char data[QT_PATH_MAX]; /* "" = data.train (its training part) */
@@ -93,6 +94,7 @@ typedef struct {
     struct {                        /* files qtrain quantize writes; "" = not that format */
         char gguf[QT_PATH_MAX], gptq[QT_PATH_MAX], awq[QT_PATH_MAX], bnb_nf4[QT_PATH_MAX],
             fp8[QT_PATH_MAX];
+        bool write;                 /* false: no files; compare the model in memory */
         char gguf_float[8];         /* f32 | f16: GGUF type of unquantized weights */
         char st_float[8];           /* f32 | f16 | bf16: safetensors unquantized tensors */
     } export;
