@@ -98,7 +98,7 @@ sed -i "s#model: {from: .*}#model: {from: $(dirname "$0")/fixtures/gguf_referenc
 expect 2 "gguf_reference.gguf" -- quantize "$tmp/b7.yaml" # not a llama GGUF
 expect 2 "expected gguf, gptq, awq, bnb-nf4 or fp8" -- export "$F" --format onnx --out "$tmp/x"
 absent "$tmp/x"
-expect 2 "is not a qtrain export" -- export "$F" --format gptq --quant int4 --out "$tmp/float" --no-compare
+expect 2 "is not a qtrain export" -- export "$F" --format fp8 --out "$tmp/float" --no-compare
 [ -f "$F" ] && ok || bad "an export over the training run's directory deleted it"
 expect 2 "usage" -- compare "$F" "$F"
 expect 2 "--quant" -- export "$F" --format gguf --out "$tmp/x.gguf" --quant int11
