@@ -77,23 +77,38 @@ row rtn_int3_asym rtn int3 none --set quantize.symmetric=false --set export.writ
 row awq_int3 awq int3 none --set export.write=false
 row awq_int4_duo awq int4 awq --set quantize.awq_duo=true
 row awq_int3_duo awq int3 none --set export.write=false --set quantize.awq_duo=true
-row nf4 rtn nf4 bnb_nf4
+row nf4 rtn nf4 bnb_nf4 --set quantize.group_size=64
 row fp8 rtn fp8_e4m3 fp8 --set quantize.granularity=channel
-row q8_0 rtn q8_0 gguf
-row q4_0 rtn q4_0 gguf
-row q4_k rtn q4_k gguf
+row q8_0 rtn q8_0 gguf --set quantize.group_size=0
+row q4_0 rtn q4_0 gguf --set quantize.group_size=0
+row q4_k rtn q4_k gguf --set quantize.group_size=0
 row rtn_int4_g32 rtn int4 gptq --set quantize.group_size=32
 row gptq_int4_g32 gptq int4 gptq --set quantize.group_size=32
 # the QAT checkpoint (int4 g32 symmetric f16, 200 steps of QAT from the float model),
-# exported bit for bit and compared with the float model
+# exported bit for bit; compared with the float model, and with the float model fine-tuned
+# for the same 200 steps (float_ft: the reference QAT should be measured against), next to
+# RTN of that fine-tuned model in the same format
 qat=$out/qat_int4/checkpoint.h5
-if [ -f "$qat" ]; then
+ft=$out/float_ft/checkpoint.h5
+if [ -f "$qat" ] && [ -f "$ft" ]; then
   if ! grep -q "KL divergence" "$d/qat_int4_g32.log" 2>/dev/null; then
     rm -rf "$d/qat_int4_g32"
     $Q export "$qat" --format gptq --out "$d/qat_int4_g32" --no-compare >"$d/qat_int4_g32.log" 2>&1
     $Q compare "$float" "$d/qat_int4_g32" --data "$val" --context 512 >>"$d/qat_int4_g32.log" 2>&1
   fi
-  echo "qat_int4_g32|qat|int4 g32|$(grep "KL divergence" "$d/qat_int4_g32.log" | tail -1)||" >>"$rows"
+  if ! grep -q "KL divergence" "$d/qat_int4_g32_vs_ft.log" 2>/dev/null; then
+    $Q compare "$ft" "$d/qat_int4_g32" --data "$val" --context 512 >"$d/qat_int4_g32_vs_ft.log" 2>&1
+  fi
+  if ! grep -q "KL divergence" "$d/ft_rtn_int4_g32.log" 2>/dev/null; then
+    rm -rf "$d/ft_rtn_int4_g32"
+    $Q quantize recipes/ptq_gptq_int4.yaml --set name=ft_rtn --set model.from="$ft" \
+      --set quantize.method=rtn --set quantize.group_size=32 --set export.gptq="$d/ft_rtn_int4_g32" \
+      --set quantize.compare_data="$val" --set quantize.compare_context=512 --set output.dir="$d" \
+      >"$d/ft_rtn_int4_g32.log" 2>&1 || true
+  fi
+  echo "qat_int4_g32 (vs float)|qat|int4 g32|$(grep "KL divergence" "$d/qat_int4_g32.log" | tail -1)||" >>"$rows"
+  echo "rtn_int4_g32 of float_ft (vs float_ft)|rtn|int4 g32|$(grep "KL divergence" "$d/ft_rtn_int4_g32.log" | tail -1)||" >>"$rows"
+  echo "qat_int4_g32 (vs float_ft)|qat|int4 g32|$(grep "KL divergence" "$d/qat_int4_g32_vs_ft.log" | tail -1)||" >>"$rows"
 fi
 
 {

@@ -114,12 +114,41 @@ qt_status qt_ptq_quantize_param(qt_qmodel *qm, const qt_qformat *f, qt_tensor *w
     return qt_qmodel_add(qm, w->name, &q, NULL);
 }
 
-static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm) {
+/* llama.cpp's fallback for a K-quant on a tensor whose rows are not a multiple of 256
+ * (llama-quant.cpp, "convert_incompatible_tensor"): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K ->
+ * Q8_0; Q2_K / Q3_K -> Q4_0 (llama.cpp now uses IQ4_NL there, which qtrain lacks). */
+static bool kquant_fallback(const qt_qformat *f, int64_t cols, qt_qformat *out) {
+    if (f->kind != QT_QF_GGUF || cols % 256 == 0) return false;
+    qt_ggml_type t;
+    switch (f->ggml) {
+    case QT_GGML_Q2_K:
+    case QT_GGML_Q3_K: t = QT_GGML_Q4_0; break;
+    case QT_GGML_Q4_K: t = QT_GGML_Q5_0; break;
+    case QT_GGML_Q5_K: t = QT_GGML_Q5_1; break;
+    case QT_GGML_Q6_K: t = QT_GGML_Q8_0; break;
+    default: return false;
+    }
+    if (cols % 32) return false;
+    *out = *f;
+    out->ggml = t;
+    return true;
+}
+
+static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, FILE *log) {
     qt_paramset *ps = qt_model_params(m);
     for (int p = 0; p < ps->n; p++) {
         qt_tensor *w = ps->params[p];
         if (!qt_ptq_selected(cfg, m, w)) continue;
-        qt_status st = qt_ptq_quantize_param(qm, &cfg->fmt, w);
+        qt_qformat f = cfg->fmt, fb;
+        if (kquant_fallback(&cfg->fmt, w->shape[1], &fb)) {
+            if (log)
+                fprintf(log, "qtrain quantize: %s: %lld inputs are not a multiple of 256: %s "
+                             "instead of %s (llama.cpp's fallback)\n", w->name,
+                        (long long)w->shape[1], qt_ggml_type_name(fb.ggml),
+                        qt_ggml_type_name(cfg->fmt.ggml));
+            f = fb;
+        }
+        qt_status st = qt_ptq_quantize_param(qm, &f, w);
         if (st != QT_OK) return st;
     }
     return QT_OK;
@@ -173,7 +202,7 @@ qt_status qt_ptq_run(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cali
     qt_status st = check_selection(cfg, m);
     if (st != QT_OK) return st;
     if (cfg->method == QT_PTQ_RTN) {
-        st = run_rtn(m, cfg, out);
+        st = run_rtn(m, cfg, out, log);
         if (st == QT_OK && out->n == 0)
             st = QT_ERROR(QT_ENOTSUP, "rtn: no Linear layer to quantize (PTQ quantizes the "
                                       "Llama family's projections; GPT-2 is not supported)");

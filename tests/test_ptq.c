@@ -409,6 +409,35 @@ static void test_models(void) {
     qt_model_free(&m);
 }
 
+/* a K-quant on a Linear whose inputs are not a multiple of 256 falls back as llama.cpp's
+ * quantizer does (Q4_K -> Q5_0 for ffn_down of width 384) */
+static void test_kquant_fallback(void) {
+    qt_llama_config cfg = {.vocab_size = 256, .dim = 256, .n_layers = 1, .n_heads = 4,
+                           .n_kv_heads = 4, .ffn_dim = 384, .rope_theta = 10000.0f,
+                           .norm_eps = 1e-5f, .max_seq_len = 64};
+    qt_model m;
+    memset(&m, 0, sizeof m);
+    m.arch = QT_ARCH_LLAMA;
+    CHECK(qt_llama_init(&m.llama, &cfg, 5) == QT_OK, "init");
+    qt_ptq_config c;
+    qt_ptq_config_defaults(&c, QT_PTQ_RTN);
+    CHECK(qt_qformat_parse("q4_k", &c.fmt) == QT_OK, "parse q4_k");
+    qt_qmodel qm;
+    qt_status st = qt_ptq_run(&m, &c, NULL, NULL, &qm);
+    CHECK(st == QT_OK && qm.n == 7, "rtn q4_k: %s", qt_error_message());
+    if (st == QT_OK) {
+        int k4 = 0, q50 = 0;
+        for (int i = 0; i < qm.n; i++) {
+            bool down = strstr(qm.layers[i].name, "down_proj") != NULL;
+            k4 += !down && qm.layers[i].q.fmt.ggml == QT_GGML_Q4_K;
+            q50 += down && qm.layers[i].q.fmt.ggml == QT_GGML_Q5_0;
+        }
+        CHECK(k4 == 6 && q50 == 1, "q4_k on 6 layers (%d), q5_0 on down_proj (%d)", k4, q50);
+        qt_qmodel_free(&qm);
+    }
+    qt_model_free(&m);
+}
+
 int main(void) {
     qt_set_num_threads(2);
     test_sha256();
@@ -416,5 +445,6 @@ int main(void) {
     test_gptq_reference();
     test_gptq_properties();
     test_models();
+    test_kquant_fallback();
     return qt_test_finish("test_ptq");
 }
