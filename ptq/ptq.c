@@ -75,6 +75,10 @@ bool qt_ptq_selected(const qt_ptq_config *cfg, const qt_model *m, const qt_tenso
     return false;
 }
 
+bool qt_ptq_selects(const qt_ptq_config *cfg, const qt_model *m, const qt_tensor *w) {
+    return qt_ptq_selected(cfg, m, w);
+}
+
 /* Every glob must name at least one Linear; a tied lm_head cannot be chosen. */
 static qt_status check_selection(const qt_ptq_config *cfg, qt_model *m) {
     qt_paramset *ps = qt_model_params(m);

@@ -98,6 +98,8 @@ typedef struct {
 } qt_ptq_config;
 
 void qt_ptq_config_defaults(qt_ptq_config *c, qt_ptq_method method);
+/* Whether cfg quantizes parameter w of m (a Linear its globs select). */
+bool qt_ptq_selects(const qt_ptq_config *cfg, const qt_model *m, const qt_tensor *w);
 
 /* Calibration set: n sequences of len tokens, (n * len) ids. */
 typedef struct {

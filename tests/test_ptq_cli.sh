@@ -96,6 +96,15 @@ qrecipe b7 '  method: rtn
   format: q8_0'
 sed -i "s#model: {from: .*}#model: {from: $(dirname "$0")/fixtures/gguf_reference.gguf}#" "$tmp/b7.yaml"
 expect 2 "gguf_reference.gguf" -- quantize "$tmp/b7.yaml" # not a llama GGUF
+qrecipe b8 '  method: gptq
+  format: int4
+  group_size: 32
+  act_order: true' "export: {awq: $tmp/b8/out}"
+"$Q" quantize "$tmp/b8.yaml" >"$tmp/b8.log" 2>&1
+rc=$?
+# refused before the (long) GPTQ run: an AWQ file cannot hold act-order
+[ $rc -eq 2 ] && ! grep -q "block 1/" "$tmp/b8.log" && ok || bad "act-order into awq: exit $rc: $(cat "$tmp/b8.log")"
+absent "$tmp/b8/out"
 expect 2 "expected gguf, gptq, awq, bnb-nf4 or fp8" -- export "$F" --format onnx --out "$tmp/x"
 absent "$tmp/x"
 expect 2 "is not a qtrain export" -- export "$F" --format fp8 --out "$tmp/float" --no-compare

@@ -152,6 +152,33 @@ static char *recipe_text(const qt_recipe *r) {
     return buf;
 }
 
+/* Before a long GPTQ/AWQ run: would every export take the format, the layer shapes and
+ * (act-order) the permutation? A stand-in quantized model with no codes is checked; what
+ * only the codes can tell (a zero point of 0 in GPTQ v1) is checked again after. */
+static qt_status dry_check(qt_model *m, const ptq_recipe *pr, const export_job *jobs, int n) {
+    qt_qmodel dq;
+    qt_qmodel_init(&dq, m, "dry");
+    qt_paramset *ps = qt_model_params(m);
+    qt_status st = QT_OK;
+    bool permuted = pr->pc.act_order && !pr->pc.static_groups;
+    for (int p = 0; p < ps->n && st == QT_OK; p++) {
+        qt_tensor *w = ps->params[p];
+        if (!qt_ptq_selects(&pr->pc, m, w)) continue;
+        qt_qtensor q;
+        memset(&q, 0, sizeof q);
+        q.fmt = pr->pc.fmt;
+        q.rows = w->shape[0];
+        q.cols = w->shape[1];
+        int32_t *perm = NULL;
+        if (permuted && (perm = malloc((size_t)q.cols * sizeof *perm)))
+            for (int64_t i = 0; i < q.cols; i++) perm[i] = (int32_t)i;
+        st = qt_qmodel_add(&dq, w->name, &q, perm);
+    }
+    for (int j = 0; j < n && st == QT_OK; j++) st = qt_export_check(&dq, jobs[j].f);
+    qt_qmodel_free(&dq);
+    return st;
+}
+
 static void opts_from_recipe(const qt_recipe *r, const qt_tokenizer *tok, qt_export_opts *o) {
     qt_export_opts_defaults(o);
     o->version = QT_VERSION_STR;
@@ -257,6 +284,7 @@ int qt_cmd_quantize(int argc, char **argv) {
         st = qt_calib_sample(ds.tokens, own ? ds.n_tokens : ds.val_start,
                              r.quantize.calibration.samples, r.quantize.calibration.seq_len,
                              (uint64_t)r.quantize.calibration.seed, cpath, &cal);
+    if (st == QT_OK && pr.pc.method != QT_PTQ_RTN) st = dry_check(&model, &pr, jobs, n_jobs);
     qt_qmodel qm = {0};
     char fs[96];
     if (st == QT_OK) {
