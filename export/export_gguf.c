@@ -30,35 +30,6 @@
 
 #include "qt_export.h"
 
-/* HF suffix after "model.layers.N." -> GGUF suffix after "blk.N." (gguf-py
- * constants.py MODEL_TENSOR names; the table gguf_load.c reads with). */
-static const char *const LAYER_MAP[][2] = {
-    {"input_layernorm.weight", "attn_norm.weight"},
-    {"self_attn.q_proj.weight", "attn_q.weight"},
-    {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},
-    {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},
-    {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.weight", "attn_output.weight"},
-    {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},
-    {"mlp.down_proj.weight", "ffn_down.weight"},
-};
-
-static bool gguf_name_of(const char *hf, char *out, size_t n) {
-    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") > 0;
-    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") > 0;
-    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") > 0;
-    int layer, used = 0;
-    if (sscanf(hf, "model.layers.%d.%n", &layer, &used) != 1 || used == 0) return false;
-    for (size_t i = 0; i < sizeof LAYER_MAP / sizeof LAYER_MAP[0]; i++)
-        if (!strcmp(hf + used, LAYER_MAP[i][0]))
-            return snprintf(out, n, "blk.%d.%s", layer, LAYER_MAP[i][1]) > 0;
-    return false;
-}
-
 static bool ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -228,7 +199,7 @@ static qt_status check(const qt_qmodel *qm, const qt_export_opts *o, const char 
     }
     for (int j = 0; j < ps->n; j++) {
         char gn[QT_GGUF_MAX_NAME];
-        if (!gguf_name_of(ps->params[j]->name, gn, sizeof gn))
+        if (!qt_gguf_name_of(ps->params[j]->name, gn, sizeof gn))
             return QT_ERROR(QT_EINVAL, "gguf export: parameter %s has no GGUF tensor name",
                             ps->params[j]->name);
         if (ps->params[j]->dtype != QT_F32 || ps->params[j]->ndim < 1 || ps->params[j]->ndim > 2)
@@ -327,7 +298,7 @@ qt_status qt_export_gguf(const qt_qmodel *qm, const qt_export_opts *opts, const 
     for (int j = 0; j < ps->n && st == QT_OK; j++) {
         const qt_tensor *p = ps->params[j];
         char gn[QT_GGUF_MAX_NAME];
-        gguf_name_of(p->name, gn, sizeof gn);
+        qt_gguf_name_of(p->name, gn, sizeof gn);
         const bool is_q = ends_with(gn, ".attn_q.weight"), is_k = ends_with(gn, ".attn_k.weight");
         const int n_head = permute && (is_q || is_k) ? (is_q ? c->n_heads : c->n_kv_heads) : 0;
         const int64_t rows = p->ndim == 2 ? p->shape[0] : 1, cols = p->shape[p->ndim - 1];

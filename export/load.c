@@ -47,31 +47,9 @@ static char *join(const char *a, const char *b) {
 
 static qt_status read_json(const char *path, cJSON **out) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4097 > cap) {
-            if (cap > ((size_t)64 << 20)) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_EFORMAT, "%s: larger than 64 MiB, not a config file", path);
-            }
-            char *nb = realloc(buf, cap = cap ? 2 * cap : 8192);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_ENOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, 4096, f);
-        len += got;
-        if (got < 4096) break;
-    }
-    fclose(f);
-    buf[len] = 0;
+    qt_status st = qt_read_text_file(path, &buf);
+    if (st != QT_OK) return st;
     *out = cJSON_Parse(buf);
     free(buf);
     if (!*out || !cJSON_IsObject(*out)) {

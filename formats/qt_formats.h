@@ -307,6 +307,9 @@ typedef struct qt_atomic_file {
 } qt_atomic_file;
 
 qt_status qt_atomic_file_open(qt_atomic_file *f, const char *path);
+/* Reads a whole small file (a config.json, a tokenizer) into a malloc'd NUL-terminated
+ * buffer; files above 64 MiB are QT_EFORMAT. Errors name the path. */
+qt_status qt_read_text_file(const char *path, char **out);
 qt_status qt_atomic_file_write(qt_atomic_file *f, const void *buf, size_t n);
 /* On success the file is at path; on failure as abort. Either way f owns nothing after. */
 qt_status qt_atomic_file_commit(qt_atomic_file *f);

@@ -229,8 +229,7 @@ static const char *const LAYER_MAP[][2] = {
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
 
-/* The GGUF name of an HF parameter name; false when there is none. */
-static bool gguf_name_of(const char *hf, char *out, size_t n) {
+bool qt_gguf_name_of(const char *hf, char *out, size_t n) {
     if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") > 0;
     if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") > 0;
     if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") > 0;
@@ -284,7 +283,7 @@ static qt_status load_tensors(qt_llama *m, const qt_gguf *g, const char *path, b
         goto done;
     }
     for (int i = 0; i < ps->n; i++)
-        if (!gguf_name_of(ps->params[i]->name, names[i], sizeof names[i])) {
+        if (!qt_gguf_name_of(ps->params[i]->name, names[i], sizeof names[i])) {
             s = QT_ERROR(QT_ESTATE, "%s: parameter \"%s\" has no GGUF name", path,
                          ps->params[i]->name);
             goto done;

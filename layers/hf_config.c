@@ -20,49 +20,13 @@
 #include <string.h>
 
 #include "layers_internal.h"
+#include "qt_formats.h"
 
-/* Whole file into a NUL-terminated buffer. */
-static qt_status read_text(const char *path, char **out) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > ((size_t)64 << 20)) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_EFORMAT, "%s: larger than 64 MiB, not a config file", path);
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_ENOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, 4096, f);
-        len += got;
-        if (got < 4096) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return QT_ERROR(QT_EIO, "%s: read error", path);
-    }
-    buf[len] = 0;
-    *out = buf;
-    return QT_OK;
-}
 
 qt_status qt_hf_parse_json(const char *path, cJSON **out) {
     char *text;
     *out = NULL;
-    qt_status s = read_text(path, &text);
+    qt_status s = qt_read_text_file(path, &text);
     if (s != QT_OK) return s;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(text, &end, true);

@@ -210,6 +210,10 @@ qt_status qt_model_build_hf(qt_model *m, const char *config_path, bool force_tie
  * and the key or tensor; unsupported features (other architectures, MoE, scaled RoPE,
  * a head size other than dim / n_heads) are QT_ENOTSUP. Free with qt_model_free. */
 qt_status qt_model_load_gguf(qt_model *m, const char *path);
+/* The llama.cpp tensor name of an HF Llama parameter ("model.layers.3.mlp.up_proj.weight"
+ * -> "blk.3.ffn_up.weight", token_embd, output_norm, output); false when there is none.
+ * The one table the GGUF loader and the exporter both use. */
+bool qt_gguf_name_of(const char *hf, char *out, size_t n);
 
 #ifdef __cplusplus
 }
