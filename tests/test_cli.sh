@@ -3,25 +3,7 @@
 # file, key or flag, exit code 2, nothing half-written. Prints "test_cli: N passed, M failed".
 set -u
 Q=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-# expect CODE NEEDLE -- ARGS...: exit code CODE and NEEDLE in stderr
-expect() {
-  local code=$1 needle=$2
-  shift 3
-  local err rc
-  err=$("$Q" "$@" 2>&1 >/dev/null)
-  rc=$?
-  if [ "$rc" -eq "$code" ] && grep -qF -- "$needle" <<<"$err"; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: qtrain $*: exit $rc (want $code), stderr: $err (want '$needle')"
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 printf 'model:\n  dim: 64\n  colour: red\n' >"$tmp/unknown.yaml"
 printf 'train:\n  steps: many\n' >"$tmp/type.yaml"
@@ -102,5 +84,4 @@ for r in "$(dirname "$0")"/../recipes/*.yaml; do
   check "recipe $(basename "$r") validates" "$Q" train "$r" --check
 done
 
-echo "test_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish test_cli

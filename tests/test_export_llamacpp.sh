@@ -18,12 +18,7 @@
 set -u
 TOOL=$1 Q=$2 PY=$3
 N=128
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/cli_lib.sh"
 
 if ! python3 -c "import llama_cpp" 2>"$tmp/imp.err"; then
   echo "FAIL: python3 cannot import llama_cpp (pip install llama-cpp-python): $(tail -1 "$tmp/imp.err")"
@@ -85,5 +80,4 @@ compare() {
 
 run_case llama "" f32 q8_0 q4_0 q4_k
 run_case qwen2 --qkv-bias f32 q8_0 q6_k
-echo "test_export_llamacpp: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_export_llamacpp

@@ -12,24 +12,7 @@
 # Prints "test_ptq_cli: N passed, M failed".
 set -u
 Q=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect CODE NEEDLE -- ARGS...: exit code CODE and NEEDLE in stderr
-expect() {
-  local code=$1 needle=$2
-  shift 3
-  local err rc
-  err=$("$Q" "$@" 2>&1 >/dev/null)
-  rc=$?
-  if [ "$rc" -eq "$code" ] && grep -qF -- "$needle" <<<"$err"; then ok; else
-    bad "qtrain $*: exit $rc (want $code), stderr: $err (want '$needle')"
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 # nothing at PATH and no temporary beside it
 absent() {
   if [ -e "$1" ] || ls "$1".tmp* >/dev/null 2>&1; then bad "partial output left at $1: $(ls -d "$1"* 2>&1)"; else ok; fi
@@ -186,5 +169,4 @@ absent "$tmp/y"
 "$Q" export "$tmp/qat/checkpoint.h5" --format gptq --out "$tmp/out/qat2" >"$tmp/ex3.log" 2>&1 &&
   grep -q "validation part" "$tmp/ex3.log" && ok || bad "export without --data: $(cat "$tmp/ex3.log")"
 
-echo "test_ptq_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish test_ptq_cli

@@ -10,24 +10,7 @@
 # Prints "test_qat_cli: N passed, M failed".
 set -u
 Q=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect CODE NEEDLE -- ARGS...: exit code CODE and NEEDLE in stderr
-expect() {
-  local code=$1 needle=$2
-  shift 3
-  local err rc
-  err=$("$Q" "$@" 2>&1 >/dev/null)
-  rc=$?
-  if [ "$rc" -eq "$code" ] && grep -qF -- "$needle" <<<"$err"; then ok; else
-    bad "qtrain $*: exit $rc (want $code), stderr: $err (want '$needle')"
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
 
@@ -126,5 +109,4 @@ expect 2 "qat.weight.learnable needs scale_dtype f32" -- train "$tmp/ls.yaml" --
 cmp -s "$tmp/rt1.yaml" "$tmp/rt2.yaml" && grep -qF '"*[ab\"]x"' "$tmp/rt1.yaml" && ok ||
   bad "resolved recipe does not round-trip: $(grep -A2 layers "$tmp/rt1.yaml")"
 
-echo "test_qat_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish test_qat_cli
