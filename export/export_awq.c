@@ -57,28 +57,22 @@ static qt_status emit_awq(qt_xst *x, const qt_qlinear *l, const char *prefix, vo
     return s;
 }
 
-qt_status qt_export_awq(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
-    qt_status s = qt_export_check(qm, QT_EXPORT_AWQ);
-    if (s != QT_OK) return s;
-    qt_export_opts def;
-    if (!o) qt_export_opts_defaults(&def), o = &def;
-    qt_xst x = {0};
-    s = qt_export_tensors(qm, o, &x, emit_awq, NULL);
+static cJSON *awq_config(const qt_qmodel *qm, const qt_export_opts *o) {
+    (void)o;
     cJSON *qc = cJSON_CreateObject();
-    if (s == QT_OK && !qc) s = QT_ERROR(QT_ENOMEM, "export awq: out of memory");
-    if (s == QT_OK) {
-        const qt_qtensor *q0 = qm->n ? &qm->layers[0].q : NULL;
-        cJSON_AddStringToObject(qc, "quant_method", "awq");
-        cJSON_AddBoolToObject(qc, "zero_point", q0 ? !q0->fmt.symmetric : true);
-        cJSON_AddNumberToObject(qc, "group_size", q0 ? (double)qt_xint_glen(q0) : 128);
-        cJSON_AddNumberToObject(qc, "bits", 4);
-        cJSON_AddStringToObject(qc, "version", "gemm");
-        cJSON *skip = qt_export_unquantized(qm, false);
-        if (skip) cJSON_AddItemToObject(qc, "modules_to_not_convert", skip);
-        else cJSON_AddNullToObject(qc, "modules_to_not_convert");
-        s = qt_export_write_dir(qm, o, dir, QT_EXPORT_AWQ, &x, qc, NULL, 0);
-    }
-    cJSON_Delete(qc);
-    qt_xst_free(&x);
-    return s;
+    if (!qc) return NULL;
+    const qt_qtensor *q0 = qm->n ? &qm->layers[0].q : NULL;
+    cJSON_AddStringToObject(qc, "quant_method", "awq");
+    cJSON_AddBoolToObject(qc, "zero_point", q0 ? !q0->fmt.symmetric : true);
+    cJSON_AddNumberToObject(qc, "group_size", q0 ? (double)qt_xint_glen(q0) : 128);
+    cJSON_AddNumberToObject(qc, "bits", 4);
+    cJSON_AddStringToObject(qc, "version", "gemm");
+    cJSON *skip = qt_export_unquantized(qm, false);
+    if (skip) cJSON_AddItemToObject(qc, "modules_to_not_convert", skip);
+    else cJSON_AddNullToObject(qc, "modules_to_not_convert");
+    return qc;
+}
+
+qt_status qt_export_awq(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
+    return qt_export_st_dir(qm, o, dir, QT_EXPORT_AWQ, emit_awq, awq_config, NULL);
 }

@@ -98,35 +98,28 @@ static const char *torch_dtype(qt_dtype t) {
     return t == QT_BF16 ? "bfloat16" : t == QT_F16 ? "float16" : "float32";
 }
 
-qt_status qt_export_bnb_nf4(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
-    qt_status s = qt_export_check(qm, QT_EXPORT_BNB_NF4);
-    if (s != QT_OK) return s;
-    qt_export_opts def;
-    if (!o) qt_export_opts_defaults(&def), o = &def;
-    qt_xst x = {0};
-    s = qt_export_tensors(qm, o, &x, emit_bnb, NULL);
+static cJSON *bnb_config(const qt_qmodel *qm, const qt_export_opts *o) {
     cJSON *qc = cJSON_CreateObject();
-    if (s == QT_OK && !qc) s = QT_ERROR(QT_ENOMEM, "export bnb-nf4: out of memory");
-    if (s == QT_OK) {
-        bool dq = qm->n ? qm->layers[0].q.fmt.double_quant : true;
-        cJSON_AddStringToObject(qc, "quant_method", "bitsandbytes");
-        cJSON_AddBoolToObject(qc, "load_in_4bit", true);
-        cJSON_AddBoolToObject(qc, "load_in_8bit", false);
-        cJSON_AddStringToObject(qc, "bnb_4bit_quant_type", "nf4");
-        cJSON_AddBoolToObject(qc, "bnb_4bit_use_double_quant", dq);
-        cJSON_AddStringToObject(qc, "bnb_4bit_compute_dtype", torch_dtype(o->st_float));
-        cJSON_AddStringToObject(qc, "bnb_4bit_quant_storage", "uint8");
-        /* llm_int8_threshold left out: cJSON writes 6.0 as 6, and transformers
-         * insists on a float there; its default is 6.0 */
-        cJSON_AddBoolToObject(qc, "llm_int8_has_fp16_weight", false);
-        cJSON_AddBoolToObject(qc, "llm_int8_enable_fp32_cpu_offload", false);
-        /* a list, never null: null makes transformers skip its default set (the
-         * lm_head), which would expect a float lm_head even when it is quantized here */
-        cJSON *skip = qt_export_unquantized(qm, true);
-        cJSON_AddItemToObject(qc, "llm_int8_skip_modules", skip ? skip : cJSON_CreateArray());
-        s = qt_export_write_dir(qm, o, dir, QT_EXPORT_BNB_NF4, &x, qc, NULL, 0);
-    }
-    cJSON_Delete(qc);
-    qt_xst_free(&x);
-    return s;
+    if (!qc) return NULL;
+    bool dq = qm->n ? qm->layers[0].q.fmt.double_quant : true;
+    cJSON_AddStringToObject(qc, "quant_method", "bitsandbytes");
+    cJSON_AddBoolToObject(qc, "load_in_4bit", true);
+    cJSON_AddBoolToObject(qc, "load_in_8bit", false);
+    cJSON_AddStringToObject(qc, "bnb_4bit_quant_type", "nf4");
+    cJSON_AddBoolToObject(qc, "bnb_4bit_use_double_quant", dq);
+    cJSON_AddStringToObject(qc, "bnb_4bit_compute_dtype", torch_dtype(o->st_float));
+    cJSON_AddStringToObject(qc, "bnb_4bit_quant_storage", "uint8");
+    /* llm_int8_threshold left out: cJSON writes 6.0 as 6, and transformers
+     * insists on a float there; its default is 6.0 */
+    cJSON_AddBoolToObject(qc, "llm_int8_has_fp16_weight", false);
+    cJSON_AddBoolToObject(qc, "llm_int8_enable_fp32_cpu_offload", false);
+    /* a list, never null: null makes transformers skip its default set (the
+     * lm_head), which would expect a float lm_head even when it is quantized here */
+    cJSON *skip = qt_export_unquantized(qm, true);
+    cJSON_AddItemToObject(qc, "llm_int8_skip_modules", skip ? skip : cJSON_CreateArray());
+    return qc;
+}
+
+qt_status qt_export_bnb_nf4(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
+    return qt_export_st_dir(qm, o, dir, QT_EXPORT_BNB_NF4, emit_bnb, bnb_config, NULL);
 }

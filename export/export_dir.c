@@ -375,3 +375,24 @@ cJSON *qt_export_unquantized(const qt_qmodel *qm, bool with_head) {
     }
     return a;
 }
+
+qt_status qt_export_st_dir(const qt_qmodel *qm, const qt_export_opts *o, const char *dir,
+                           qt_export_format f, qt_export_emit_fn emit, qt_export_qcfg_fn config,
+                           const char *extra_name) {
+    qt_status s = qt_export_check(qm, f);
+    if (s != QT_OK) return s;
+    qt_export_opts def;
+    if (!o) qt_export_opts_defaults(&def), o = &def;
+    qt_xst x = {0};
+    cJSON *qc = NULL;
+    s = qt_export_tensors(qm, o, &x, emit, NULL);
+    if (s == QT_OK && !(qc = config(qm, o)))
+        s = QT_ERROR(QT_ENOMEM, "export %s: out of memory", qt_export_format_name(f));
+    if (s == QT_OK) {
+        qt_export_extra ex = {extra_name, qc};
+        s = qt_export_write_dir(qm, o, dir, f, &x, qc, &ex, extra_name ? 1 : 0);
+    }
+    cJSON_Delete(qc);
+    qt_xst_free(&x);
+    return s;
+}

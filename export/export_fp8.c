@@ -39,48 +39,45 @@ static qt_status emit_fp8(qt_xst *x, const qt_qlinear *l, const char *prefix, vo
     return s;
 }
 
-qt_status qt_export_fp8(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
-    qt_status s = qt_export_check(qm, QT_EXPORT_FP8);
-    if (s != QT_OK) return s;
-    qt_export_opts def;
-    if (!o) qt_export_opts_defaults(&def), o = &def;
-    qt_xst x = {0};
-    s = qt_export_tensors(qm, o, &x, emit_fp8, NULL);
+static cJSON *fp8_config(const qt_qmodel *qm, const qt_export_opts *o) {
+    (void)o;
     cJSON *qc = cJSON_CreateObject();
-    if (s == QT_OK && !qc) s = QT_ERROR(QT_ENOMEM, "export fp8: out of memory");
-    if (s == QT_OK) {
-        bool chan = qm->n ? qm->layers[0].q.fmt.gran == QT_QG_CHANNEL : true;
-        cJSON_AddStringToObject(qc, "quant_method", "compressed-tensors");
-        cJSON_AddStringToObject(qc, "format", "float-quantized");
-        cJSON_AddStringToObject(qc, "quantization_status", "compressed");
-        cJSON *groups = cJSON_AddObjectToObject(qc, "config_groups");
-        cJSON *g0 = groups ? cJSON_AddObjectToObject(groups, "group_0") : NULL;
-        cJSON *targets = g0 ? cJSON_AddArrayToObject(g0, "targets") : NULL;
-        if (targets) cJSON_AddItemToArray(targets, cJSON_CreateString("Linear"));
-        cJSON *w = g0 ? cJSON_AddObjectToObject(g0, "weights") : NULL;
-        if (w) {
-            cJSON_AddNumberToObject(w, "num_bits", 8);
-            cJSON_AddStringToObject(w, "type", "float");
-            cJSON_AddStringToObject(w, "strategy", chan ? "channel" : "tensor");
-            cJSON_AddBoolToObject(w, "symmetric", true);
-            cJSON_AddBoolToObject(w, "dynamic", false);
-            cJSON_AddNullToObject(w, "group_size");
-            cJSON_AddNullToObject(w, "block_structure");
-            cJSON_AddNullToObject(w, "actorder");
-            cJSON_AddStringToObject(w, "observer", "minmax");
-        }
-        if (g0) {
-            cJSON_AddNullToObject(g0, "input_activations");
-            cJSON_AddNullToObject(g0, "output_activations");
-        }
-        cJSON *ign = qt_export_unquantized(qm, true);
-        cJSON_AddItemToObject(qc, "ignore", ign ? ign : cJSON_CreateArray());
-        cJSON_AddNullToObject(qc, "kv_cache_scheme");
-        cJSON_AddNullToObject(qc, "global_compression_ratio");
-        if (!w) s = QT_ERROR(QT_ENOMEM, "export fp8: out of memory");
-        else s = qt_export_write_dir(qm, o, dir, QT_EXPORT_FP8, &x, qc, NULL, 0);
+    if (!qc) return NULL;
+    bool chan = qm->n ? qm->layers[0].q.fmt.gran == QT_QG_CHANNEL : true;
+    cJSON_AddStringToObject(qc, "quant_method", "compressed-tensors");
+    cJSON_AddStringToObject(qc, "format", "float-quantized");
+    cJSON_AddStringToObject(qc, "quantization_status", "compressed");
+    cJSON *groups = cJSON_AddObjectToObject(qc, "config_groups");
+    cJSON *g0 = groups ? cJSON_AddObjectToObject(groups, "group_0") : NULL;
+    cJSON *targets = g0 ? cJSON_AddArrayToObject(g0, "targets") : NULL;
+    if (targets) cJSON_AddItemToArray(targets, cJSON_CreateString("Linear"));
+    cJSON *w = g0 ? cJSON_AddObjectToObject(g0, "weights") : NULL;
+    if (w) {
+        cJSON_AddNumberToObject(w, "num_bits", 8);
+        cJSON_AddStringToObject(w, "type", "float");
+        cJSON_AddStringToObject(w, "strategy", chan ? "channel" : "tensor");
+        cJSON_AddBoolToObject(w, "symmetric", true);
+        cJSON_AddBoolToObject(w, "dynamic", false);
+        cJSON_AddNullToObject(w, "group_size");
+        cJSON_AddNullToObject(w, "block_structure");
+        cJSON_AddNullToObject(w, "actorder");
+        cJSON_AddStringToObject(w, "observer", "minmax");
     }
-    cJSON_Delete(qc);
-    qt_xst_free(&x);
-    return s;
+    if (g0) {
+        cJSON_AddNullToObject(g0, "input_activations");
+        cJSON_AddNullToObject(g0, "output_activations");
+    }
+    cJSON *ign = qt_export_unquantized(qm, true);
+    cJSON_AddItemToObject(qc, "ignore", ign ? ign : cJSON_CreateArray());
+    cJSON_AddNullToObject(qc, "kv_cache_scheme");
+    cJSON_AddNullToObject(qc, "global_compression_ratio");
+    if (!w) {
+        cJSON_Delete(qc);
+        return NULL;
+    }
+    return qc;
+}
+
+qt_status qt_export_fp8(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
+    return qt_export_st_dir(qm, o, dir, QT_EXPORT_FP8, emit_fp8, fp8_config, NULL);
 }

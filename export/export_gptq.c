@@ -71,7 +71,8 @@ static qt_status emit_gptq(qt_xst *x, const qt_qlinear *l, const char *prefix, v
 }
 
 /* quantize_config.json, also config.json's quantization_config */
-static cJSON *gptq_config(const qt_qmodel *qm) {
+static cJSON *gptq_config(const qt_qmodel *qm, const qt_export_opts *o) {
+    (void)o;
     const qt_qformat *f = qm->n ? &qm->layers[0].q.fmt : NULL;
     bool desc = false, head = false;
     for (int i = 0; i < qm->n; i++) {
@@ -97,19 +98,6 @@ static cJSON *gptq_config(const qt_qmodel *qm) {
 }
 
 qt_status qt_export_gptq(const qt_qmodel *qm, const qt_export_opts *o, const char *dir) {
-    qt_status s = qt_export_check(qm, QT_EXPORT_GPTQ);
-    if (s != QT_OK) return s;
-    qt_export_opts def;
-    if (!o) qt_export_opts_defaults(&def), o = &def;
-    qt_xst x = {0};
-    cJSON *qc = NULL;
-    s = qt_export_tensors(qm, o, &x, emit_gptq, NULL);
-    if (s == QT_OK && !(qc = gptq_config(qm))) s = QT_ERROR(QT_ENOMEM, "export gptq: out of memory");
-    if (s == QT_OK) {
-        qt_export_extra ex = {"quantize_config.json", qc};
-        s = qt_export_write_dir(qm, o, dir, QT_EXPORT_GPTQ, &x, qc, &ex, 1);
-    }
-    cJSON_Delete(qc);
-    qt_xst_free(&x);
-    return s;
+    return qt_export_st_dir(qm, o, dir, QT_EXPORT_GPTQ, emit_gptq, gptq_config,
+                            "quantize_config.json");
 }

@@ -47,11 +47,21 @@ typedef struct {
 /* Writes dir: config.json = the model's HF config + "quantization_config": qcfg (borrowed,
  * copied) + "qtrain" provenance; model.safetensors from x with __metadata__; the extras;
  * tokenizer.json when o->tokenizer_json is set. Built in <dir>.tmp.<pid>, renamed into
- * place (an existing directory is replaced; an existing non-directory refused). On
+ * place (an existing empty directory or earlier export is replaced; anything else
+ * refused). On
  * failure nothing is left behind. */
 qt_status qt_export_write_dir(const qt_qmodel *qm, const qt_export_opts *o, const char *dir,
                               qt_export_format f, const qt_xst *x, const cJSON *qcfg,
                               const qt_export_extra *extras, int n_extras);
+
+/* The safetensors exporters' one sequence: qt_export_check(qm, f), the tensors (emit for
+ * each quantized Linear), the quantization_config that `config` builds (NULL = out of
+ * memory), qt_export_write_dir; with extra_name, the same JSON also as that file
+ * (GPTQ's quantize_config.json). Options default when o is NULL. */
+typedef cJSON *(*qt_export_qcfg_fn)(const qt_qmodel *qm, const qt_export_opts *o);
+qt_status qt_export_st_dir(const qt_qmodel *qm, const qt_export_opts *o, const char *dir,
+                           qt_export_format f, qt_export_emit_fn emit, qt_export_qcfg_fn config,
+                           const char *extra_name);
 
 /* The provenance format string of qm: the format of its layers when they share one,
  * else "mixed"; "none" without layers. */
