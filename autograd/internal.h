@@ -12,6 +12,10 @@
 
 #include "qt_autograd.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define QT_MAX_INPUTS 4
 
 /* Per-op attributes: a few integers and floats, interpreted by the op. */
@@ -34,6 +38,28 @@ typedef struct qt_node {
 
 typedef qt_status (*qt_kernel_fn)(qt_ctx *ctx, qt_node *n);
 
+/* A device backend (STYLE.md "Backends"): memory and one forward/backward kernel per op.
+ * The CPU kernels sit in each op's qt_op_def; another device kind registers its table
+ * with qt_backend_register (cuda/ does in qt_cuda_init), so the engine never links a
+ * device library. Device pointers are opaque to the engine: it only hands them to the
+ * backend's functions and kernels. */
+typedef enum { QT_COPY_H2D, QT_COPY_D2H, QT_COPY_D2D } qt_copy_kind;
+typedef struct qt_backend {
+    const char *name;
+    void *(*alloc)(size_t bytes); /* NULL on failure, with the thread error set */
+    void (*free)(void *p);
+    qt_status (*zero)(void *p, size_t bytes);
+    qt_status (*copy)(void *dst, const void *src, size_t bytes, qt_copy_kind kind);
+    qt_status (*sync)(void); /* waits for queued work; reports asynchronous errors */
+    qt_kernel_fn forward[QT_OP_COUNT];
+    qt_kernel_fn backward[QT_OP_COUNT];
+} qt_backend;
+
+/* Installs the backend for a device kind other than CPU (NULL removes it). */
+void qt_backend_register(qt_device_kind kind, const qt_backend *be);
+/* The backend of a device kind, NULL for CPU or when none is registered. */
+const qt_backend *qt_backend_get(qt_device_kind kind);
+
 typedef struct {
     const char *name;
     qt_kernel_fn forward[QT_DEV_KIND_COUNT];
@@ -46,8 +72,12 @@ extern const qt_op_def qt_opdef_matmul, qt_opdef_add, qt_opdef_sub, qt_opdef_mul
     qt_opdef_div, qt_opdef_scale, qt_opdef_sum, qt_opdef_mean, qt_opdef_reshape,
     qt_opdef_permute, qt_opdef_embedding, qt_opdef_rmsnorm, qt_opdef_layernorm,
     qt_opdef_softmax, qt_opdef_attention, qt_opdef_rope, qt_opdef_silu, qt_opdef_gelu,
-    qt_opdef_swiglu, qt_opdef_dropout, qt_opdef_cross_entropy, qt_opdef_custom;
+    qt_opdef_swiglu, qt_opdef_dropout, qt_opdef_cross_entropy, qt_opdef_custom,
+    qt_opdef_cast;
 const qt_op_def *qt_op_get(qt_op op);
+/* The kernel that runs op on a device kind (the CPU's from the op table, another kind's
+ * from its registered backend); NULL when there is none. */
+qt_kernel_fn qt_op_kernel(qt_op op, qt_device_kind dev, bool backward);
 
 /* ---- arena: chunked bump allocator, reset per step --------------------------------- */
 typedef struct qt_arena_chunk {
@@ -57,6 +87,7 @@ typedef struct qt_arena_chunk {
 } qt_arena_chunk;
 
 typedef struct {
+    const struct qt_backend *be; /* NULL: host memory (malloc); else the device's alloc */
     qt_arena_chunk *head;  /* current chunk first */
     size_t total;          /* bytes held in all chunks */
     size_t in_use;         /* bytes handed out since the last reset */
@@ -68,7 +99,10 @@ void qt_arena_reset(qt_arena *a);
 void qt_arena_free(qt_arena *a);
 
 struct qt_ctx {
-    qt_arena arena;
+    qt_arena arena;  /* host: tensor headers, CPU tensors, kernels' host scratch */
+    qt_arena darena[QT_DEV_KIND_COUNT]; /* device memory per device kind ([CPU] unused) */
+    qt_device dev;   /* where qt_tensor_new puts new tensors */
+    qt_dtype compute_dtype; /* qt_ctx_set_compute_dtype */
     qt_node *tape;   /* (tape_cap) recorded nodes, in forward order */
     int tape_len, tape_cap;
     bool grad_enabled;
@@ -83,7 +117,17 @@ struct qt_ctx {
  * op names the caller for messages. Returns false (with the context failed) if not. */
 bool qt_check_inputs(qt_ctx *ctx, const char *op, int n, qt_tensor *const *ts);
 
-/* A fresh arena tensor with the shape given, dtype f32, device of `like`. */
+/* Arena memory on a device (the host arena for CPU), 256-byte aligned. Kernels'
+ * device scratch and saved tensors come from here. Sets the context error on failure. */
+void *qt_ctx_alloc_on(qt_ctx *ctx, qt_device dev, size_t bytes);
+/* An arena tensor on `dev` (qt_tensor_new is this with the context's device). */
+qt_tensor *qt_tensor_new_on(qt_ctx *ctx, qt_device dev, qt_dtype dtype, int ndim,
+                            const int64_t *shape);
+/* Zeroes `bytes` at p on dev (memset on the CPU). */
+qt_status qt_device_zero(qt_device dev, void *p, size_t bytes);
+
+/* A fresh arena tensor with the shape given, the dtype (f32 or bf16) and device of
+ * `like`. */
 qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
                              const int64_t *shape);
 
@@ -136,4 +180,7 @@ static inline float qt_expf(float x) {
     return x != x ? x : y;
 }
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* QT_AUTOGRAD_INTERNAL_H */

@@ -88,7 +88,8 @@ qt_tensor *qt_cross_entropy(qt_ctx *ctx, qt_tensor *logits, qt_tensor *targets,
         return QT_FAIL(ctx, QT_ESHAPE,
                        "cross_entropy: logits %s need one target per row, targets are %s",
                        qt_shape_str(logits, sa, 64), qt_shape_str(targets, sb, 64));
-    qt_tensor *out = qt_new_like_shape(ctx, logits, 0, NULL);
+    /* the loss is f32 whatever the logits' dtype (bf16 on the GPU) */
+    qt_tensor *out = qt_tensor_new_on(ctx, logits->device, QT_F32, 0, NULL);
     qt_tensor *in[2] = {logits, targets};
     qt_attrs at = {.i = {ignore_index}};
     return qt_op_run(ctx, QT_OP_CROSS_ENTROPY, 2, in, out, &at);

@@ -32,7 +32,8 @@ const qt_op_def qt_opdef_reshape = {
 qt_tensor *qt_reshape(qt_ctx *ctx, qt_tensor *x, int ndim, const int64_t *shape) {
     if (ctx->status != QT_OK) return NULL;
     if (!x) return QT_FAIL(ctx, QT_EINVAL, "reshape: input is NULL");
-    if (x->dtype == QT_F32 && !qt_check_inputs(ctx, "reshape", 1, &x)) return NULL;
+    bool is_float = x->dtype == QT_F32 || x->dtype == QT_BF16;
+    if (is_float && !qt_check_inputs(ctx, "reshape", 1, &x)) return NULL;
     char sb[64];
     if (ndim < 0 || ndim > QT_MAX_DIMS)
         return QT_FAIL(ctx, QT_ESHAPE, "reshape: ndim must be 0..%d, got %d", QT_MAX_DIMS, ndim);
@@ -66,7 +67,7 @@ qt_tensor *qt_reshape(qt_ctx *ctx, qt_tensor *x, int ndim, const int64_t *shape)
     out->device = x->device;
     out->node = -1;
     out->data = x->data;
-    if (x->dtype != QT_F32) return out; /* ids and other non-float views: no tape */
+    if (!is_float) return out; /* ids and other non-float views: no tape */
     return qt_op_run(ctx, QT_OP_RESHAPE, 1, &x, out, NULL);
 }
 

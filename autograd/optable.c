@@ -28,10 +28,11 @@ static const qt_op_def *const op_table[] = {
     [QT_OP_DROPOUT] = &qt_opdef_dropout,
     [QT_OP_CROSS_ENTROPY] = &qt_opdef_cross_entropy,
     [QT_OP_CUSTOM] = &qt_opdef_custom,
+    [QT_OP_CAST] = &qt_opdef_cast,
 };
 _Static_assert(sizeof op_table / sizeof op_table[0] == QT_OP_COUNT,
                "every qt_op needs a row in op_table");
-_Static_assert(QT_OP_COUNT == 22, "op count changed: update the table and its tests");
+_Static_assert(QT_OP_COUNT == 23, "op count changed: update the table and its tests");
 
 const qt_op_def *qt_op_get(qt_op op) {
     return (unsigned)op < QT_OP_COUNT ? op_table[op] : NULL;
@@ -42,15 +43,9 @@ const char *qt_op_name(qt_op op) {
     return d && d->name ? d->name : "?";
 }
 
-bool qt_op_has_forward(qt_op op, qt_device_kind dev) {
-    const qt_op_def *d = qt_op_get(op);
-    return d && (unsigned)dev < QT_DEV_KIND_COUNT && d->forward[dev];
-}
+bool qt_op_has_forward(qt_op op, qt_device_kind dev) { return qt_op_kernel(op, dev, false); }
 
-bool qt_op_has_backward(qt_op op, qt_device_kind dev) {
-    const qt_op_def *d = qt_op_get(op);
-    return d && (unsigned)dev < QT_DEV_KIND_COUNT && d->backward[dev];
-}
+bool qt_op_has_backward(qt_op op, qt_device_kind dev) { return qt_op_kernel(op, dev, true); }
 
 bool qt_op_is_nondifferentiable(qt_op op) {
     const qt_op_def *d = qt_op_get(op);

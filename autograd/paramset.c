@@ -21,6 +21,11 @@ void qt_paramset_free(qt_paramset *ps) {
     free(ps->goffset);
     free(ps->data);
     free(ps->grad);
+    const qt_backend *be = qt_backend_get(ps->device.kind);
+    if (be) {
+        be->free(ps->ddata);
+        be->free(ps->dgrad);
+    }
     memset(ps, 0, sizeof *ps);
 }
 
@@ -123,5 +128,60 @@ qt_tensor *qt_paramset_find(const qt_paramset *ps, const char *name) {
 }
 
 void qt_paramset_zero_grad(qt_paramset *ps) {
-    if (ps->grad) memset(ps->grad, 0, ps->n_grad * sizeof(float));
+    if (ps->dgrad)
+        qt_device_zero(ps->device, ps->dgrad, ps->n_grad * sizeof(float));
+    else if (ps->grad)
+        memset(ps->grad, 0, ps->n_grad * sizeof(float));
+}
+
+static void point_params(qt_paramset *ps, float *data, float *grad, qt_device dev) {
+    for (int i = 0; i < ps->n; i++) {
+        qt_tensor *t = ps->params[i];
+        t->data = data + ps->offset[i];
+        t->grad = ps->goffset[i] == (size_t)-1 ? NULL : grad + ps->goffset[i];
+        t->device = dev;
+    }
+    ps->device = dev;
+}
+
+qt_status qt_paramset_to(qt_paramset *ps, qt_device dev) {
+    if (!ps->allocated) return QT_ERROR(QT_ESTATE, "paramset_to: not allocated");
+    if (dev.kind == ps->device.kind && dev.index == ps->device.index) return QT_OK;
+    const qt_device cpu = {QT_DEV_CPU, 0};
+    size_t db = ps->n_total * sizeof(float), gb = ps->n_grad * sizeof(float);
+    if (ps->device.kind != QT_DEV_CPU) { /* back to the host first */
+        qt_status st = qt_device_copy(cpu, ps->data, ps->device, ps->ddata, db);
+        if (st == QT_OK) st = qt_device_copy(cpu, ps->grad, ps->device, ps->dgrad, gb);
+        if (st != QT_OK) return st;
+        const qt_backend *old = qt_backend_get(ps->device.kind);
+        old->free(ps->ddata);
+        old->free(ps->dgrad);
+        ps->ddata = ps->dgrad = NULL;
+        point_params(ps, ps->data, ps->grad, cpu);
+    }
+    if (dev.kind == QT_DEV_CPU) return QT_OK;
+    const qt_backend *be = qt_backend_get(dev.kind);
+    if (!be)
+        return QT_ERROR(QT_EDEVICE, "paramset_to: device %s has no backend",
+                        qt_device_name(dev));
+    float *d = be->alloc(db ? db : 4), *g = be->alloc(gb ? gb : 4);
+    qt_status st = d && g ? QT_OK : QT_ENOMEM;
+    if (st == QT_OK) st = be->copy(d, ps->data, db, QT_COPY_H2D);
+    if (st == QT_OK) st = be->copy(g, ps->grad, gb, QT_COPY_H2D);
+    if (st != QT_OK) {
+        if (d) be->free(d);
+        if (g) be->free(g);
+        return QT_ERROR(st, "paramset_to: moving %zu parameters to %s: %s", ps->n_total,
+                        qt_device_name(dev), qt_error_message());
+    }
+    ps->ddata = d;
+    ps->dgrad = g;
+    point_params(ps, d, g, dev);
+    return QT_OK;
+}
+
+qt_status qt_paramset_pull(qt_paramset *ps) {
+    if (!ps->ddata) return QT_OK;
+    return qt_device_copy((qt_device){QT_DEV_CPU, 0}, ps->data, ps->device, ps->ddata,
+                          ps->n_total * sizeof(float));
 }

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -146,6 +147,8 @@ int qt_ctx_tape_len(const qt_ctx *ctx);
 /* Bytes the arena holds now, and its high-water mark. */
 size_t qt_ctx_arena_bytes(const qt_ctx *ctx);
 size_t qt_ctx_arena_peak(const qt_ctx *ctx);
+/* The same for a device's arena (the CPU's is the one above). */
+size_t qt_ctx_arena_peak_on(const qt_ctx *ctx, qt_device dev);
 
 /* Fails the context from code built on the engine (a layer that finds bad shapes):
  * the first failure wins and sticks until reset; also sets the thread's message.
@@ -153,6 +156,36 @@ size_t qt_ctx_arena_peak(const qt_ctx *ctx);
 qt_tensor *qt_ctx_fail(qt_ctx *ctx, qt_status s, const char *file, int line,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define QT_CTX_FAIL(ctx, s, ...) qt_ctx_fail((ctx), (s), __FILE__, __LINE__, __VA_ARGS__)
+
+/* ---------------------------------------------------------------- devices ---- */
+
+/* Whether tensors of a device kind can be made: always for CPU; CUDA once qt_cuda_init
+ * (cuda/qt_cuda.h) has registered its backend. */
+bool qt_device_available(qt_device_kind kind);
+const char *qt_device_name(qt_device dev); /* "cpu", "cuda" */
+/* Where qt_tensor_new and the tensors made from host data go (CPU by default). Ops put
+ * their outputs on their inputs' device, whatever this says. */
+void qt_ctx_set_device(qt_ctx *ctx, qt_device dev);
+qt_device qt_ctx_device(const qt_ctx *ctx);
+/* The dtype layers compute activations in (f32 by default; bf16 on CUDA): read by the
+ * model code, which casts its inputs and f32 weights to it. The engine itself never
+ * converts silently. */
+void qt_ctx_set_compute_dtype(qt_ctx *ctx, qt_dtype dtype);
+qt_dtype qt_ctx_compute_dtype(const qt_ctx *ctx);
+/* Copies bytes between any two places (host<->device, device<->device). */
+qt_status qt_device_copy(qt_device dst_dev, void *dst, qt_device src_dev, const void *src,
+                         size_t bytes);
+/* Long-lived device memory outside any arena (optimizer state); NULL on failure with the
+ * thread error set. On the CPU these are malloc/free. */
+void *qt_device_alloc(qt_device dev, size_t bytes);
+void qt_device_free(qt_device dev, void *p);
+/* Waits for the device's queued work; reports an asynchronous kernel error. */
+qt_status qt_device_sync(qt_device dev);
+/* Copies a tensor's values (numel elements of its dtype) / its f32 grad to host memory. */
+qt_status qt_tensor_read(const qt_tensor *t, void *dst);
+qt_status qt_tensor_read_grad(const qt_tensor *t, float *dst);
+/* A copy of t on dev, in the arena (not recorded: no grad flows through it). */
+qt_tensor *qt_tensor_to(qt_ctx *ctx, const qt_tensor *t, qt_device dev);
 
 /* Arena tensors (freed by qt_ctx_reset). shape has `ndim` entries. NULL on error. */
 qt_tensor *qt_tensor_new(qt_ctx *ctx, qt_dtype dtype, int ndim, const int64_t *shape);
@@ -182,6 +215,9 @@ typedef struct qt_paramset {
     float *grad;        /* (n_grad) grads of the non-frozen params */
     size_t n_total, n_grad;
     bool allocated;
+    qt_device device;   /* where the parameters live now (qt_paramset_to) */
+    float *ddata;       /* (n_total) on `device`, NULL on the CPU */
+    float *dgrad;       /* (n_grad) on `device`, NULL on the CPU */
 } qt_paramset;
 
 void qt_paramset_init(qt_paramset *ps);
@@ -193,6 +229,12 @@ qt_tensor *qt_paramset_add(qt_paramset *ps, const char *name, int ndim,
 /* Allocates the flat buffers (values zeroed) and points every parameter into them. */
 qt_status qt_paramset_alloc(qt_paramset *ps);
 qt_tensor *qt_paramset_find(const qt_paramset *ps, const char *name);
+/* Moves the values and grads to dev: every parameter's data/grad then points into the
+ * device copies (ddata, dgrad); `data` and `grad` stay the host buffers, refreshed from
+ * the device by qt_paramset_pull and when moving back to the CPU. */
+qt_status qt_paramset_to(qt_paramset *ps, qt_device dev);
+/* Copies the device values into ps->data (checkpoints and exports read the host). */
+qt_status qt_paramset_pull(qt_paramset *ps);
 void qt_paramset_zero_grad(qt_paramset *ps);
 
 /* ---------------------------------------------------------------- autograd ---- */
@@ -272,6 +314,10 @@ qt_tensor *qt_dropout(qt_ctx *ctx, qt_tensor *x, float p, uint64_t seed);
 qt_tensor *qt_cross_entropy(qt_ctx *ctx, qt_tensor *logits, qt_tensor *targets,
                             int32_t ignore_index);
 
+/* x converted to dtype (f32 <-> bf16, round to nearest even); grad flows back as f32.
+ * Returns x itself when it already has that dtype. */
+qt_tensor *qt_cast(qt_ctx *ctx, qt_tensor *x, qt_dtype dtype);
+
 /* Ops defined above the engine (qat/'s fake-quant, lora/'s NF4 matmul), as
  * torch.autograd.Function. forward writes out (f32, allocated with the shape given, on
  * in[0]'s device) from the inputs; backward ACCUMULATES d loss / d in[i] into in[i]->grad
@@ -314,6 +360,7 @@ typedef enum {
     QT_OP_DROPOUT,
     QT_OP_CROSS_ENTROPY,
     QT_OP_CUSTOM, /* qt_custom: forward and backward supplied by the caller */
+    QT_OP_CAST,
     QT_OP_COUNT
 } qt_op;
 
@@ -325,6 +372,14 @@ bool qt_op_has_forward(qt_op op, qt_device_kind dev);
 bool qt_op_is_nondifferentiable(qt_op op);
 
 /* ------------------------------------------------------------------ misc ---- */
+
+/* A simple op profiler for finding where a step's time goes: when enabled, every op's
+ * forward and backward kernel runs between two device synchronisations and its wall
+ * time is added to the op's row (this serialises the GPU: for profiling only, never
+ * for timing). qt_profile_report prints the rows, slowest first, per step. */
+void qt_profile_enable(bool on);
+void qt_profile_reset(void);
+void qt_profile_report(FILE *f, int steps);
 
 /* Deterministic counter-based random numbers (splitmix64 of seed and index): the same
  * values on any thread count. Uniform in [0, 1) and standard normal. */

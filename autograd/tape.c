@@ -7,10 +7,66 @@
  * the start of each backward; parameter grads live in their qt_paramset and are only
  * ever added to, so k forward+backward calls accumulate k micro-batches.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+
+/* ---- the op profiler (qt_profile_enable): wall time per op, the device synchronised
+ * before and after each kernel so the time is the kernel's own ----------------------- */
+static bool prof_on;
+static double prof_s[QT_OP_COUNT][2];
+static long prof_calls[QT_OP_COUNT][2];
+
+void qt_profile_enable(bool on) { prof_on = on; }
+
+void qt_profile_reset(void) {
+    memset(prof_s, 0, sizeof prof_s);
+    memset(prof_calls, 0, sizeof prof_calls);
+}
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static qt_status prof_run(qt_kernel_fn fn, qt_ctx *ctx, qt_node *n, int dir) {
+    if (!prof_on) return fn(ctx, n);
+    qt_device_sync(n->out->device);
+    double t0 = prof_now();
+    qt_status st = fn(ctx, n);
+    qt_device_sync(n->out->device);
+    prof_s[n->op][dir] += prof_now() - t0;
+    prof_calls[n->op][dir]++;
+    return st;
+}
+
+void qt_profile_report(FILE *f, int steps) {
+    if (steps < 1) steps = 1;
+    double total = 0;
+    for (int op = 0; op < QT_OP_COUNT; op++) total += prof_s[op][0] + prof_s[op][1];
+    fprintf(f, "%-14s %10s %8s %10s %8s %7s   (ms per step, over %d steps)\n", "op", "forward",
+            "calls", "backward", "calls", "share", steps);
+    bool done[QT_OP_COUNT] = {0};
+    for (int k = 0; k < QT_OP_COUNT; k++) {
+        int best = -1;
+        for (int op = 0; op < QT_OP_COUNT; op++)
+            if (!done[op] && (best < 0 || prof_s[op][0] + prof_s[op][1] >
+                                              prof_s[best][0] + prof_s[best][1]))
+                best = op;
+        done[best] = true;
+        double t = prof_s[best][0] + prof_s[best][1];
+        if (!prof_calls[best][0] && !prof_calls[best][1]) continue;
+        fprintf(f, "%-14s %10.2f %8ld %10.2f %8ld %6.1f%%\n", qt_op_name((qt_op)best),
+                1e3 * prof_s[best][0] / steps, prof_calls[best][0] / steps,
+                1e3 * prof_s[best][1] / steps, prof_calls[best][1] / steps,
+                total > 0 ? 100 * t / total : 0.0);
+    }
+    fprintf(f, "%-14s %10.2f ms per step in ops\n", "total", 1e3 * total / steps);
+}
 
 bool qt_check_inputs(qt_ctx *ctx, const char *op, int n, qt_tensor *const *ts) {
     if (ctx->status != QT_OK) return false;
@@ -19,9 +75,12 @@ bool qt_check_inputs(qt_ctx *ctx, const char *op, int n, qt_tensor *const *ts) {
             QT_FAIL(ctx, QT_EINVAL, "%s: input %d is NULL", op, i);
             return false;
         }
-        if (ts[i]->dtype != QT_F32) {
-            QT_FAIL(ctx, QT_EDTYPE, "%s: input %d must be f32, got %s", op, i,
-                    qt_dtype_name(ts[i]->dtype));
+        /* bf16 activations are a GPU mode (f32 master weights, bf16 compute): every CUDA
+         * kernel takes f32 or bf16; the CPU reference kernels take f32 only. */
+        bool bf16_ok = ts[i]->device.kind != QT_DEV_CPU;
+        if (ts[i]->dtype != QT_F32 && !(bf16_ok && ts[i]->dtype == QT_BF16)) {
+            QT_FAIL(ctx, QT_EDTYPE, "%s: input %d must be f32%s, got %s", op, i,
+                    bf16_ok ? " or bf16" : "", qt_dtype_name(ts[i]->dtype));
             return false;
         }
         if (ts[i]->device.kind != ts[0]->device.kind ||
@@ -53,8 +112,10 @@ static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *st
     if (!out || ctx->status != QT_OK) return NULL;
     const qt_op_def *d = qt_op_get(op);
     qt_device_kind dev = out->device.kind;
-    if (!d->forward[dev])
-        return QT_FAIL(ctx, QT_EDEVICE, "%s: no kernel for device kind %d", d->name, (int)dev);
+    qt_kernel_fn fwd = qt_op_kernel(op, dev, false);
+    if (!fwd)
+        return QT_FAIL(ctx, QT_EDEVICE, "%s: no kernel on %s", d->name,
+                       qt_device_name(out->device));
 
     bool record = false;
     if (ctx->grad_enabled && !d->nondifferentiable)
@@ -76,7 +137,7 @@ static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *st
     node->custom = fn;
     if (fn) node->saved = state;
 
-    qt_status st = d->forward[dev](ctx, node);
+    qt_status st = prof_run(fwd, ctx, node, 0);
     if (st != QT_OK) {
         if (ctx->status == QT_OK)
             QT_FAIL(ctx, st, "%s: forward failed: %s", fn ? fn->name : d->name,
@@ -100,6 +161,40 @@ qt_tensor *qt_op_run_custom(qt_ctx *ctx, const qt_custom_fn *fn, void *state, in
     return op_run(ctx, QT_OP_CUSTOM, fn, state, n_in, in, out, a);
 }
 
+qt_kernel_fn qt_op_kernel(qt_op op, qt_device_kind dev, bool backward) {
+    const qt_op_def *d = qt_op_get(op);
+    if (!d || (unsigned)dev >= QT_DEV_KIND_COUNT) return NULL;
+    if (dev == QT_DEV_CPU) return backward ? d->backward[dev] : d->forward[dev];
+    const qt_backend *be = qt_backend_get(dev);
+    if (!be) return NULL;
+    return backward ? be->backward[op] : be->forward[op];
+}
+
+/* A zeroed f32 grad for t on its device (activation grads are per-backward). */
+static qt_status zeroed_grad(qt_ctx *ctx, qt_tensor *t) {
+    size_t bytes = (size_t)qt_numel(t) * sizeof(float);
+    if (!t->grad) t->grad = qt_ctx_alloc_on(ctx, t->device, bytes);
+    if (!t->grad) return ctx->status;
+    return qt_device_zero(t->device, t->grad, bytes);
+}
+
+/* y->grad += dy (ones when dy is NULL). On a device it goes through the host: y is the
+ * loss (one element) in every training step, so this costs two tiny copies. */
+static qt_status seed_grad(qt_ctx *ctx, qt_tensor *y, const float *dy) {
+    int64_t n = qt_numel(y);
+    if (y->device.kind == QT_DEV_CPU) {
+        for (int64_t i = 0; i < n; i++) y->grad[i] += dy ? dy[i] : 1.0f;
+        return QT_OK;
+    }
+    float *h = qt_ctx_alloc(ctx, (size_t)n * sizeof(float));
+    if (!h) return ctx->status;
+    qt_status st = qt_tensor_read_grad(y, h);
+    if (st != QT_OK) return st;
+    for (int64_t i = 0; i < n; i++) h[i] += dy ? dy[i] : 1.0f;
+    return qt_device_copy(y->device, y->grad, (qt_device){QT_DEV_CPU, 0}, h,
+                          (size_t)n * sizeof(float));
+}
+
 static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
     if (ctx->status != QT_OK)
         return QT_ERROR(ctx->status, "backward: context already failed: %s", ctx->error);
@@ -107,7 +202,6 @@ static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
     if (!y->requires_grad)
         return QT_ERROR(QT_ESTATE, "backward: the tensor does not require grad (no input "
                                    "requires grad, or grad mode was off)");
-    int64_t n = qt_numel(y);
     int last = y->node;
     if (last >= ctx->tape_len)
         return QT_ERROR(QT_ESTATE, "backward: tensor is from an earlier step (tape was reset)");
@@ -132,34 +226,31 @@ static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
         if (!reach[i]) continue;
         qt_node *nd = &ctx->tape[i];
         qt_tensor *o = nd->out;
-        if (!o->grad) o->grad = qt_ctx_alloc(ctx, (size_t)qt_numel(o) * sizeof(float));
-        if (!o->grad) return ctx->status;
-        memset(o->grad, 0, (size_t)qt_numel(o) * sizeof(float));
+        qt_status st = zeroed_grad(ctx, o);
+        if (st != QT_OK) return st;
         for (int k = 0; k < nd->n_in; k++) {
             qt_tensor *t = nd->in[k];
             if (!t || !t->requires_grad || t->grad || t->node >= 0) continue;
-            t->grad = qt_ctx_alloc(ctx, (size_t)qt_numel(t) * sizeof(float));
-            if (!t->grad) return ctx->status;
-            memset(t->grad, 0, (size_t)qt_numel(t) * sizeof(float));
+            if ((st = zeroed_grad(ctx, t)) != QT_OK) return st;
         }
     }
     if (last < 0 && !y->grad) { /* a leaf: its grad is just dy */
         if (y->is_param) return QT_ERROR(QT_ESTATE, "backward: parameter without grad slot");
-        y->grad = qt_ctx_alloc(ctx, (size_t)n * sizeof(float));
-        if (!y->grad) return ctx->status;
-        memset(y->grad, 0, (size_t)n * sizeof(float));
+        qt_status st = zeroed_grad(ctx, y);
+        if (st != QT_OK) return st;
     }
-    for (int64_t i = 0; i < n; i++) y->grad[i] += dy ? dy[i] : 1.0f;
+    qt_status seed = seed_grad(ctx, y, dy);
+    if (seed != QT_OK) return seed;
 
     for (int i = last; i >= 0; i--) {
         if (!reach[i]) continue;
         qt_node *nd = &ctx->tape[i];
         const qt_op_def *d = qt_op_get(nd->op);
-        qt_kernel_fn bw = d->backward[nd->out->device.kind];
+        qt_kernel_fn bw = qt_op_kernel(nd->op, nd->out->device.kind, true);
         if (!bw)
             return QT_ERROR(QT_ENOTSUP, "backward: op %s has no backward on this device",
                             d->name);
-        qt_status st = bw(ctx, nd);
+        qt_status st = prof_run(bw, ctx, nd, 1);
         if (st != QT_OK) return st;
     }
     return QT_OK;

@@ -121,18 +121,22 @@ qt_ctx *qt_ctx_new(void) {
     if (!ctx) return NULL;
     ctx->grad_enabled = true;
     ctx->generation = next_generation();
+    ctx->dev = (qt_device){QT_DEV_CPU, 0};
+    ctx->compute_dtype = QT_F32;
     return ctx;
 }
 
 void qt_ctx_free(qt_ctx *ctx) {
     if (!ctx) return;
     qt_arena_free(&ctx->arena);
+    for (int k = 0; k < QT_DEV_KIND_COUNT; k++) qt_arena_free(&ctx->darena[k]);
     free(ctx->tape);
     free(ctx);
 }
 
 void qt_ctx_reset(qt_ctx *ctx) {
     qt_arena_reset(&ctx->arena);
+    for (int k = 0; k < QT_DEV_KIND_COUNT; k++) qt_arena_reset(&ctx->darena[k]);
     ctx->generation = next_generation();
     ctx->tape_len = 0;
     ctx->status = QT_OK;
@@ -152,6 +156,10 @@ bool qt_ctx_grad_enabled(const qt_ctx *ctx) { return ctx->grad_enabled; }
 int qt_ctx_tape_len(const qt_ctx *ctx) { return ctx->tape_len; }
 size_t qt_ctx_arena_bytes(const qt_ctx *ctx) { return ctx->arena.total; }
 size_t qt_ctx_arena_peak(const qt_ctx *ctx) { return ctx->arena.peak; }
+size_t qt_ctx_arena_peak_on(const qt_ctx *ctx, qt_device dev) {
+    if (dev.kind == QT_DEV_CPU) return ctx->arena.peak;
+    return (unsigned)dev.kind < QT_DEV_KIND_COUNT ? ctx->darena[dev.kind].peak : 0;
+}
 
 qt_tensor *qt_ctx_fail(qt_ctx *ctx, qt_status s, const char *file, int line,
                        const char *fmt, ...) {
@@ -175,9 +183,39 @@ void *qt_ctx_alloc(qt_ctx *ctx, size_t bytes) {
     return p;
 }
 
+void *qt_ctx_alloc_on(qt_ctx *ctx, qt_device dev, size_t bytes) {
+    if (dev.kind == QT_DEV_CPU) return qt_ctx_alloc(ctx, bytes);
+    if ((unsigned)dev.kind >= QT_DEV_KIND_COUNT) {
+        QT_FAIL(ctx, QT_EDEVICE, "arena: unknown device kind %d", (int)dev.kind);
+        return NULL;
+    }
+    qt_arena *a = &ctx->darena[dev.kind];
+    if (!a->be) a->be = qt_backend_get(dev.kind);
+    if (!a->be) {
+        QT_FAIL(ctx, QT_EDEVICE, "arena: device %s has no backend (qtrain built without "
+                                 "it, or not initialised)", qt_device_name(dev));
+        return NULL;
+    }
+    void *p = qt_arena_alloc(a, bytes);
+    if (!p)
+        QT_FAIL(ctx, QT_ENOMEM, "arena: cannot allocate %zu bytes on %s: %s", bytes,
+                qt_device_name(dev), qt_error_message());
+    return p;
+}
+
+void qt_ctx_set_device(qt_ctx *ctx, qt_device dev) { ctx->dev = dev; }
+qt_device qt_ctx_device(const qt_ctx *ctx) { return ctx->dev; }
+void qt_ctx_set_compute_dtype(qt_ctx *ctx, qt_dtype dt) { ctx->compute_dtype = dt; }
+qt_dtype qt_ctx_compute_dtype(const qt_ctx *ctx) { return ctx->compute_dtype; }
+
 /* ------------------------------------------------------------ arena tensors ---- */
 
 qt_tensor *qt_tensor_new(qt_ctx *ctx, qt_dtype dtype, int ndim, const int64_t *shape) {
+    return qt_tensor_new_on(ctx, ctx->dev, dtype, ndim, shape);
+}
+
+qt_tensor *qt_tensor_new_on(qt_ctx *ctx, qt_device dev, qt_dtype dtype, int ndim,
+                            const int64_t *shape) {
     if (ctx->status != QT_OK) return NULL;
     if ((unsigned)dtype >= QT_DTYPE_COUNT)
         return QT_FAIL(ctx, QT_EDTYPE, "tensor_new: unknown dtype %d", (int)dtype);
@@ -198,34 +236,38 @@ qt_tensor *qt_tensor_new(qt_ctx *ctx, qt_dtype dtype, int ndim, const int64_t *s
     memset(t, 0, sizeof *t);
     if ((uint64_t)n > SIZE_MAX / qt_dtype_size(dtype))
         return QT_FAIL(ctx, QT_ENOMEM, "tensor_new: %lld elements too many", (long long)n);
-    t->data = qt_ctx_alloc(ctx, (size_t)n * qt_dtype_size(dtype));
+    t->data = qt_ctx_alloc_on(ctx, dev, (size_t)n * qt_dtype_size(dtype));
     if (!t->data) return NULL;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->dtype = dtype;
-    t->device = (qt_device){QT_DEV_CPU, 0};
+    t->device = dev;
     t->node = -1;
     return t;
 }
 
 qt_tensor *qt_tensor_zeros(qt_ctx *ctx, qt_dtype dtype, int ndim, const int64_t *shape) {
     qt_tensor *t = qt_tensor_new(ctx, dtype, ndim, shape);
-    if (t) memset(t->data, 0, (size_t)qt_numel(t) * qt_dtype_size(dtype));
+    if (!t) return NULL;
+    qt_status st = qt_device_zero(t->device, t->data, (size_t)qt_numel(t) * qt_dtype_size(dtype));
+    if (st != QT_OK) return QT_FAIL(ctx, st, "tensor_zeros: %s", qt_error_message());
     return t;
 }
 
 qt_tensor *qt_tensor_from(qt_ctx *ctx, qt_dtype dtype, int ndim, const int64_t *shape,
                           const void *data) {
     qt_tensor *t = qt_tensor_new(ctx, dtype, ndim, shape);
-    if (t && qt_numel(t)) memcpy(t->data, data, (size_t)qt_numel(t) * qt_dtype_size(dtype));
+    if (!t) return NULL;
+    qt_status st = qt_device_copy(t->device, t->data, (qt_device){QT_DEV_CPU, 0}, data,
+                                  (size_t)qt_numel(t) * qt_dtype_size(dtype));
+    if (st != QT_OK) return QT_FAIL(ctx, st, "tensor_from: %s", qt_error_message());
     return t;
 }
 
 qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
                              const int64_t *shape) {
-    qt_tensor *t = qt_tensor_new(ctx, QT_F32, ndim, shape);
-    if (t) t->device = like->device;
-    return t;
+    return qt_tensor_new_on(ctx, like->device, like->dtype == QT_BF16 ? QT_BF16 : QT_F32, ndim,
+                            shape);
 }
 
 /* ------------------------------------------------------------------ threads ---- */

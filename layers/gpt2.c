@@ -135,19 +135,20 @@ qt_tensor *qt_gpt2_forward(qt_ctx *ctx, qt_gpt2 *m, qt_tensor *ids) {
     float eps = c->norm_eps;
     /* positions 0..T-1 */
     int64_t tshape[1] = {T};
-    qt_tensor *pos = qt_tensor_new(ctx, QT_I32, 1, tshape);
-    if (!pos) return NULL;
-    for (int64_t t = 0; t < T; t++) ((int32_t *)pos->data)[t] = (int32_t)t;
+    int32_t *host = qt_ctx_alloc(ctx, (size_t)(T + 3) * sizeof(int32_t));
+    if (!host) return NULL;
+    for (int64_t t = 0; t < T; t++) host[t] = (int32_t)t;
+    for (int i = 0; i < 3; i++) host[T + i] = i;
+    /* on the context's device, with the ids */
+    qt_tensor *pos = qt_tensor_from(ctx, QT_I32, 1, tshape, host);
     /* which-of-q/k/v selectors for the split */
     int64_t one[1] = {1};
     qt_tensor *sel[3];
-    for (int i = 0; i < 3; i++) {
-        sel[i] = qt_tensor_new(ctx, QT_I32, 1, one);
-        if (!sel[i]) return NULL;
-        ((int32_t *)sel[i]->data)[0] = i;
-    }
+    for (int i = 0; i < 3; i++) sel[i] = qt_tensor_from(ctx, QT_I32, 1, one, host + T + i);
+    if (!pos || !sel[2]) return NULL;
     qt_tensor *wte = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->wte) : m->wte;
     qt_tensor *x = qt_add(ctx, qt_embedding(ctx, wte, ids), qt_embedding(ctx, m->wpe, pos));
+    x = qt_cast(ctx, x, qt_ctx_compute_dtype(ctx)); /* bf16 activations in the GPU mode */
     for (int l = 0; l < c->n_layers; l++) {
         qt_gpt2_layer *L = &m->layers[l];
         qt_tensor *h = qt_layernorm(ctx, x, L->ln1_w, L->ln1_b, eps);

@@ -155,7 +155,8 @@ static bool check_ids(qt_ctx *ctx, const qt_llama *m, const qt_tensor *ids) {
 qt_tensor *qt_llama_embed(qt_ctx *ctx, qt_llama *m, qt_tensor *ids) {
     if (qt_ctx_status(ctx) != QT_OK || !check_ids(ctx, m, ids)) return NULL;
     qt_tensor *table = m->hook.embedding ? m->hook.embedding(ctx, m->hook.user, m->embed) : m->embed;
-    return qt_embedding(ctx, table, ids);
+    /* activations in the context's compute dtype (bf16 in the GPU mode) */
+    return qt_cast(ctx, qt_embedding(ctx, table, ids), qt_ctx_compute_dtype(ctx));
 }
 
 qt_tensor *qt_llama_attention(qt_ctx *ctx, qt_llama *m, int l, qt_tensor *h) {

@@ -12,6 +12,27 @@
 #include <string.h>
 
 #include "qt_qat.h"
+#ifdef QT_HAVE_CUDA
+#include "qt_cuda_quant.h"
+#endif
+
+/* GPU dispatch: a tensor on QT_DEV_CUDA runs cuda/quant.cu (bit-identical to the CPU). */
+static inline bool on_gpu(const qt_tensor *t) { return t->device.kind == QT_DEV_CUDA; }
+#ifndef QT_HAVE_CUDA
+#define NO_CUDA(what) QT_ERROR(QT_EDEVICE, "%s: tensor on the GPU but qtrain was built without CUDA", what)
+#endif
+
+/* A mask of n bytes on t's device: arena memory on the CPU; on the GPU an arena tensor
+ * of that device (qt_ctx_alloc_on is not public), f32 elements covering n bytes. */
+static uint8_t *mask_alloc(qt_ctx *ctx, const qt_tensor *t, int64_t n) {
+    if (!on_gpu(t)) return qt_ctx_alloc(ctx, (size_t)n);
+    qt_device prev = qt_ctx_device(ctx);
+    qt_ctx_set_device(ctx, t->device);
+    int64_t shape[1] = {(n + 3) / 4 > 0 ? (n + 3) / 4 : 1};
+    qt_tensor *m = qt_tensor_new(ctx, QT_F32, 1, shape);
+    qt_ctx_set_device(ctx, prev);
+    return m ? m->data : NULL;
+}
 
 /* ------------------------------------------------------------------ weights ---- */
 
@@ -24,6 +45,13 @@ static qt_status weight_fwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tens
                             void *state) {
     weight_state *s = state;
     const qt_tensor *w = in[0];
+    if (on_gpu(w)) {
+#ifdef QT_HAVE_CUDA
+        return qt_cuda_fake_quant(&s->f, w->data, w->shape[0], w->shape[1], out->data, s->mask);
+#else
+        return NO_CUDA("fake_quant_weight");
+#endif
+    }
     return qt_fake_quant(&s->f, w->data, w->shape[0], w->shape[1], out->data, s->mask);
 }
 
@@ -33,6 +61,13 @@ static qt_status ste_backward(qt_tensor *x, const qt_tensor *out, const uint8_t 
     const float *dy = out->grad;
     if (!dx) return QT_OK;
     int64_t n = qt_numel(out);
+    if (on_gpu(out)) {
+#ifdef QT_HAVE_CUDA
+        return qt_cuda_ste_backward(dx, dy, mask, n);
+#else
+        return NO_CUDA("fake_quant backward");
+#endif
+    }
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] : 0.0f;
     return QT_OK;
@@ -57,7 +92,7 @@ qt_tensor *qt_fake_quant_weight(qt_ctx *ctx, qt_tensor *w, const qt_qformat *f) 
                            w->name ? w->name : "weight", why);
     }
     weight_state *s = qt_ctx_alloc(ctx, sizeof *s);
-    uint8_t *mask = qt_ctx_alloc(ctx, (size_t)qt_numel(w));
+    uint8_t *mask = mask_alloc(ctx, w, qt_numel(w));
     if (!s || !mask) return NULL;
     s->f = *f;
     s->mask = mask;
@@ -98,6 +133,16 @@ static qt_status act_fwd(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor 
     const qt_tensor *x = in[0];
     const float *xd = x->data;
     float *yd = out->data;
+    if (on_gpu(x)) {
+#ifdef QT_HAVE_CUDA
+        int64_t c = x->ndim ? x->shape[x->ndim - 1] : 1;
+        if (!s->dynamic) c = qt_numel(x);
+        return qt_cuda_fake_quant_act(xd, c ? qt_numel(x) / c : 0, c, s->bits, s->symmetric,
+                                      s->dynamic, s->scale, s->zero, yd, s->mask);
+#else
+        return NO_CUDA("fake_quant_act");
+#endif
+    }
     if (!s->dynamic) {
         act_row(xd, yd, s->mask, qt_numel(x), s->scale, s->zero, s->bits);
         return QT_OK;
@@ -138,7 +183,7 @@ static qt_tensor *act_make(qt_ctx *ctx, qt_tensor *x, act_state *tmpl) {
     if (tmpl->bits < 2 || tmpl->bits > 8)
         return QT_CTX_FAIL(ctx, QT_EINVAL, "fake_quant_act: bits must be 2..8, got %d", tmpl->bits);
     act_state *s = qt_ctx_alloc(ctx, sizeof *s);
-    uint8_t *mask = qt_ctx_alloc(ctx, (size_t)qt_numel(x));
+    uint8_t *mask = mask_alloc(ctx, x, qt_numel(x));
     if (!s || !mask) return NULL;
     *s = *tmpl;
     s->mask = mask;
@@ -245,6 +290,9 @@ qt_tensor *qt_fake_quant_lsq(qt_ctx *ctx, qt_tensor *x, qt_tensor *scale, qt_ten
                            "scale (%lld), and zero_point must match scale",
                            (long long)qt_numel(x), (long long)C);
     if (qmin >= qmax) return QT_CTX_FAIL(ctx, QT_EINVAL, "fake_quant_lsq: qmin must be < qmax");
+    if (on_gpu(x) || on_gpu(scale) || (zero_point && on_gpu(zero_point)))
+        return QT_CTX_FAIL(ctx, QT_ENOTSUP, "fake_quant_lsq: learnable scales (LSQ) are not "
+                           "implemented on the GPU; train LSQ on the CPU");
     const float *sd = scale->data, *zd = zero_point ? zero_point->data : NULL;
     for (int64_t c = 0; c < C; c++)
         if (!isfinite(sd[c]) || (zd && !isfinite(zd[c])))

@@ -11,11 +11,15 @@
 #include <stdlib.h>
 
 #include "qt_train.h"
+#ifdef QT_HAVE_CUDA
+#include "qt_cuda.h"
+#endif
 
 qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg) {
     opt->cfg = cfg;
     opt->n = ps->n_grad;
     opt->step = 0;
+    opt->dm = opt->dv = NULL; /* qt_adamw_to_device */
     opt->m = calloc(opt->n ? opt->n : 1, sizeof(float));
     opt->v = calloc(opt->n ? opt->n : 1, sizeof(float));
     if (!opt->m || !opt->v) {
@@ -35,6 +39,59 @@ void qt_adamw_free(qt_adamw *opt) {
     free(opt->m);
     free(opt->v);
     opt->m = opt->v = NULL;
+#ifdef QT_HAVE_CUDA
+    const qt_device gpu = {QT_DEV_CUDA, 0};
+    if (opt->dm) qt_device_free(gpu, opt->dm);
+    if (opt->dv) qt_device_free(gpu, opt->dv);
+#endif
+    opt->dm = opt->dv = NULL;
+}
+
+qt_status qt_adamw_to_device(qt_adamw *opt, const qt_paramset *ps) {
+    if (ps->device.kind == QT_DEV_CPU || opt->dm) return QT_OK;
+    size_t b = (opt->n ? opt->n : 1) * sizeof(float);
+    opt->dm = qt_device_alloc(ps->device, b);
+    opt->dv = qt_device_alloc(ps->device, b);
+    if (!opt->dm || !opt->dv) return QT_ERROR(QT_ENOMEM, "adamw: moments on the GPU: %s",
+                                              qt_error_message());
+    const qt_device cpu = {QT_DEV_CPU, 0};
+    qt_status st = qt_device_copy(ps->device, opt->dm, cpu, opt->m, opt->n * sizeof(float));
+    if (st == QT_OK) st = qt_device_copy(ps->device, opt->dv, cpu, opt->v, opt->n * sizeof(float));
+    return st;
+}
+
+qt_status qt_adamw_pull(qt_adamw *opt, const qt_paramset *ps) {
+    if (!opt->dm) return QT_OK;
+    const qt_device cpu = {QT_DEV_CPU, 0};
+    qt_status st = qt_device_copy(cpu, opt->m, ps->device, opt->dm, opt->n * sizeof(float));
+    if (st == QT_OK) st = qt_device_copy(cpu, opt->v, ps->device, opt->dv, opt->n * sizeof(float));
+    return st;
+}
+
+qt_status qt_grad_sumsq(const qt_paramset *ps, double *out) {
+    if (ps->dgrad) {
+#ifdef QT_HAVE_CUDA
+        return qt_cuda_sumsq(ps->dgrad, ps->n_grad, out);
+#else
+        return QT_ERROR(QT_EDEVICE, "grad_sumsq: built without CUDA");
+#endif
+    }
+    double sq = 0.0;
+    for (size_t i = 0; i < ps->n_grad; i++) sq += (double)ps->grad[i] * ps->grad[i];
+    *out = sq;
+    return QT_OK;
+}
+
+qt_status qt_grad_scale(qt_paramset *ps, float s) {
+    if (ps->dgrad) {
+#ifdef QT_HAVE_CUDA
+        return qt_cuda_scale(ps->dgrad, ps->n_grad, s);
+#else
+        return QT_ERROR(QT_EDEVICE, "grad_scale: built without CUDA");
+#endif
+    }
+    for (size_t i = 0; i < ps->n_grad; i++) ps->grad[i] *= s;
+    return QT_OK;
 }
 
 void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
@@ -46,6 +103,16 @@ void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
     float b1c = 1.0f - c->beta1, b2 = c->beta2, b2c = 1.0f - c->beta2, eps = c->eps;
     for (int i = 0; i < ps->n; i++) {
         if (ps->goffset[i] == (size_t)-1) continue; /* frozen */
+        float decay_gpu = (ps->flags[i] & QT_PARAM_NO_DECAY) ? 1.0f : 1.0f - lr * c->weight_decay;
+        if (opt->dm) { /* the same update on the GPU; a failure shows at the next sync */
+#ifdef QT_HAVE_CUDA
+            qt_cuda_adamw(ps->ddata + ps->offset[i], ps->dgrad + ps->goffset[i],
+                          opt->dm + ps->goffset[i], opt->dv + ps->goffset[i],
+                          (size_t)qt_numel(ps->params[i]), decay_gpu, b1c, b2, b2c, eps,
+                          step_size, bc2_sqrt);
+#endif
+            continue;
+        }
         float *p = ps->data + ps->offset[i];
         const float *g = ps->grad + ps->goffset[i];
         float *m = opt->m + ps->goffset[i], *v = opt->v + ps->goffset[i];

@@ -114,7 +114,9 @@ qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_a
             tmp);
     for (int i = 0; i < ps->n; i++) {
         const qt_tensor *t = ps->params[i];
-        QT_H5_CHECK(write_f32(gp, t->name, t->ndim, t->shape, t->data), "%s: cannot write %s", tmp,
+        /* the host copy: on a GPU run the caller has pulled it (qt_paramset_pull) */
+        QT_H5_CHECK(write_f32(gp, t->name, t->ndim, t->shape, ps->data + ps->offset[i]),
+                    "%s: cannot write %s", tmp,
                 t->name);
     }
     QT_H5_CHECK(go = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
@@ -127,7 +129,7 @@ qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_a
                     "%s: write failed", tmp);
         for (int i = 0; i < buffers->n; i++) {
             const qt_tensor *t = buffers->params[i];
-            QT_H5_CHECK(write_f32(gb, t->name, t->ndim, t->shape, t->data),
+            QT_H5_CHECK(write_f32(gb, t->name, t->ndim, t->shape, buffers->data + buffers->offset[i]),
                         "%s: cannot write %s", tmp, t->name);
         }
     }
@@ -175,7 +177,7 @@ qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
     QT_H5_CHECK(gp = H5Gopen2(f, "params", H5P_DEFAULT), "%s: missing group /params", path);
     for (int i = 0; i < ps->n && st == QT_OK; i++) {
         qt_tensor *t = ps->params[i];
-        st = read_f32(path, gp, t->name, t->ndim, t->shape, t->data);
+        st = read_f32(path, gp, t->name, t->ndim, t->shape, ps->data + ps->offset[i]);
     }
     if (st != QT_OK || !opt) goto done;
     QT_H5_CHECK(go = H5Gopen2(f, "optimizer", H5P_DEFAULT), "%s: missing group /optimizer", path);
@@ -201,7 +203,7 @@ qt_status qt_checkpoint_load_buffers(const char *path, qt_paramset *buffers, qt_
                 "%s: missing group /buffers (QAT observers / learned scales)", path);
     for (int i = 0; i < buffers->n && st == QT_OK; i++) {
         qt_tensor *t = buffers->params[i];
-        st = read_f32(path, gb, t->name, t->ndim, t->shape, t->data);
+        st = read_f32(path, gb, t->name, t->ndim, t->shape, buffers->data + buffers->offset[i]);
     }
     if (st == QT_OK && bopt && bopt->n > 0) {
         hid_t go = H5Gopen2(f, "buffers_optimizer", H5P_DEFAULT);

@@ -20,6 +20,9 @@
 #include "qt_data.h"
 #include "qt_layers.h"
 #include "qt_train.h"
+#ifdef QT_HAVE_CUDA
+#include "qt_cuda.h"
+#endif
 
 double qt_now_s(void) {
     struct timespec ts;
@@ -69,7 +72,13 @@ static qt_status evaluate(qt_ctx *ctx, qt_model *m, const qt_dataset *ds, int64_
             qt_ctx_set_grad_enabled(ctx, prev);
             return QT_ERROR(qt_ctx_status(ctx), "eval: %s", qt_ctx_error(ctx));
         }
-        total += ((float *)l->data)[0];
+        float lv = 0.0f;
+        qt_status st = qt_tensor_read(l, &lv);
+        if (st != QT_OK) {
+            qt_ctx_set_grad_enabled(ctx, prev);
+            return st;
+        }
+        total += lv;
     }
     qt_ctx_set_grad_enabled(ctx, prev);
     *loss_out = total / batches;
@@ -121,12 +130,19 @@ qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const c
         int64_t shape[2] = {1, (int64_t)(n - start)};
         qt_ctx_reset(ctx);
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, toks + start);
-        qt_tensor *lg = qt_model_forward(ctx, m, x);
+        qt_tensor *lg = qt_cast(ctx, qt_model_forward(ctx, m, x), QT_F32);
         if (!lg) {
             st = QT_ERROR(qt_ctx_status(ctx), "generate: %s", qt_ctx_error(ctx));
             break;
         }
-        const float *last = (const float *)lg->data + (shape[1] - 1) * V;
+        float *last = qt_ctx_alloc(ctx, (size_t)V * sizeof(float));
+        if (!last || lg->dtype != QT_F32) { /* logits are f32 when sampling (see below) */
+            st = QT_ERROR(QT_EINVAL, "generate: need f32 logits");
+            break;
+        }
+        st = qt_device_copy((qt_device){QT_DEV_CPU, 0}, last, lg->device,
+                            (const float *)lg->data + (shape[1] - 1) * V, (size_t)V * sizeof(float));
+        if (st != QT_OK) break;
         /* sample from softmax(logits / T) */
         float mx = -INFINITY;
         for (int v = 0; v < Vs; v++) mx = fmaxf(mx, last[v]);
@@ -257,6 +273,44 @@ static void print_sample(const char *text) {
     printf("\n------------------\n");
 }
 
+/* train.device cuda: the parameters, their grads and the optimizer state move to GPU 0
+ * (after a resume has loaded them on the host), new tensors of the step go there, and
+ * activations are bf16 unless train.dtype says f32. */
+static qt_status use_device(const qt_recipe *r, qt_ctx *ctx, qt_paramset *ps, qt_adamw *opt,
+                            qt_paramset *qps, qt_adamw *qopt) {
+    bool cuda = !strcmp(r->train.device, "cuda");
+    bool bf16 = !strcmp(r->train.dtype, "bf16") || (cuda && !strcmp(r->train.dtype, "auto"));
+    if (!cuda) return QT_OK;
+#ifdef QT_HAVE_CUDA
+    qt_status st = qt_cuda_init(0);
+    if (st != QT_OK) return st;
+    const qt_device gpu = {QT_DEV_CUDA, 0};
+    st = qt_paramset_to(ps, gpu);
+    if (st == QT_OK) st = qt_adamw_to_device(opt, ps);
+    if (st == QT_OK && qps) st = qt_paramset_to(qps, gpu);
+    if (st == QT_OK && qopt && qopt->m) st = qt_adamw_to_device(qopt, qps);
+    if (st != QT_OK) return st;
+    qt_ctx_set_device(ctx, gpu);
+    qt_ctx_set_compute_dtype(ctx, bf16 ? QT_BF16 : QT_F32);
+    printf("device: %s; %s activations, f32 master weights\n", qt_cuda_device_desc(),
+           bf16 ? "bf16" : "f32");
+    return QT_OK;
+#else
+    (void)ctx, (void)ps, (void)opt, (void)qps, (void)qopt, (void)bf16;
+    return QT_ERROR(QT_EDEVICE, "train.device cuda: this qtrain was built without CUDA "
+                                "(configure with -DQT_CUDA=ON on a machine with nvcc)");
+#endif
+}
+
+/* The host copies of the parameters and moments, current (for a checkpoint). */
+static qt_status pull_state(qt_paramset *ps, qt_adamw *opt, qt_paramset *qps, qt_adamw *qopt) {
+    qt_status st = qt_paramset_pull(ps);
+    if (st == QT_OK) st = qt_adamw_pull(opt, ps);
+    if (st == QT_OK && qps) st = qt_paramset_pull(qps);
+    if (st == QT_OK && qopt && qopt->m) st = qt_adamw_pull(qopt, qps);
+    return st;
+}
+
 qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res) {
     bool resume = opts && opts->resume;
     long stop_at = opts && opts->stop_at > 0 ? opts->stop_at : r->train.steps;
@@ -368,6 +422,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
     }
 
+    if (st == QT_OK) st = use_device(r, ctx, ps, &opt, qps, has_qopt ? &qopt : NULL);
     int64_t shape[2] = {B, T};
     bool tty = isatty(STDOUT_FILENO);
     double t0 = qt_now_s(), tokens = 0;
@@ -389,16 +444,17 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             l = qt_scale(ctx, l, 1.0f / (float)r->train.grad_accum);
             if (!l) st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
             else st = qt_backward(ctx, l);
-            if (st == QT_OK) loss += ((float *)l->data)[0];
+            float lv = 0.0f;
+            if (st == QT_OK) st = qt_tensor_read(l, &lv);
+            loss += lv;
             tokens += (double)(B * T);
         }
         if (st != QT_OK) break;
-        double sq = 0.0;
-        for (size_t i = 0; i < ps->n_grad; i++)
-            sq += (double)ps->grad[i] * ps->grad[i];
-        for (size_t i = 0; has_qopt && i < qps->n_grad; i++)
-            sq += (double)qps->grad[i] * qps->grad[i];
-        double gnorm = sqrt(sq);
+        double sq = 0.0, qsq = 0.0;
+        st = qt_grad_sumsq(ps, &sq);
+        if (st == QT_OK && has_qopt) st = qt_grad_sumsq(qps, &qsq);
+        if (st != QT_OK) break;
+        double gnorm = sqrt(sq + qsq);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             bad_run++;
             res->skipped_steps++;
@@ -414,8 +470,9 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         bad_run = 0;
         if (r->train.grad_clip > 0 && gnorm > r->train.grad_clip) {
             float s = (float)(r->train.grad_clip / gnorm);
-            for (size_t i = 0; i < ps->n_grad; i++) ps->grad[i] *= s;
-            for (size_t i = 0; has_qopt && i < qps->n_grad; i++) qps->grad[i] *= s;
+            st = qt_grad_scale(ps, s);
+            if (st == QT_OK && has_qopt) st = qt_grad_scale(qps, s);
+            if (st != QT_OK) break;
         }
         qt_adamw_step(&opt, ps, lr);
         qt_paramset_zero_grad(ps);
@@ -480,12 +537,15 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             (r->output.checkpoint_every && (step + 1) % r->output.checkpoint_every == 0)) {
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
-            st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text, qps,
-                                    has_qopt ? &qopt : NULL);
+            st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
+            if (st == QT_OK)
+                st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text, qps,
+                                        has_qopt ? &qopt : NULL);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
     res->seconds = qt_now_s() - t0;
+    if (st == QT_OK) st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
     if (st == QT_OK && res->weights) {
         size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
         memcpy(res->weights, ps->data, n * sizeof(float));

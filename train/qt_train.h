@@ -24,6 +24,7 @@ typedef struct {
     float *v;     /* (n) second moments */
     size_t n;
     int64_t step; /* steps taken */
+    float *dm, *dv; /* (n) the moments on the GPU while the paramset is there, else NULL */
 } qt_adamw;
 
 /* Moments sized to ps->n_grad, zeroed. ps must be allocated. */
@@ -32,5 +33,13 @@ void qt_adamw_free(qt_adamw *opt);
 /* One update of every non-frozen parameter from its grad, at learning rate lr (the
  * schedule's value for this step). Does not zero the grads. */
 void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr);
+/* The moments follow the paramset to its device (call after qt_paramset_to), and
+ * qt_adamw_pull copies them back to m/v for a checkpoint. */
+qt_status qt_adamw_to_device(qt_adamw *opt, const qt_paramset *ps);
+qt_status qt_adamw_pull(qt_adamw *opt, const qt_paramset *ps);
+/* Sum of squares of every grad (on the paramset's device), and grads *= s: the global
+ * norm clipping's two passes. */
+qt_status qt_grad_sumsq(const qt_paramset *ps, double *out);
+qt_status qt_grad_scale(qt_paramset *ps, float s);
 
 #endif /* QT_TRAIN_H */

@@ -71,6 +71,11 @@ static const keydef keys[] = {
     {"train.seed", K_LONG, F(train.seed), 0, BIG, NULL,
      "seed of initialisation, data order and dropout"},
     {"train.threads", K_INT, F(train.threads), 0, 4096, NULL, "CPU threads; 0 = all cores"},
+    {"train.device", K_STR, F(train.device), 0, 0, "cpu|cuda",
+     "where the step runs: cpu, or cuda (GPU 0; qtrain built with QT_CUDA)"},
+    {"train.dtype", K_STR, F(train.dtype), 0, 0, "auto|f32|bf16",
+     "activation dtype: bf16 (f32 master weights and optimizer state, bf16 compute; GPU "
+     "only), f32, or auto (bf16 on cuda, f32 on cpu)"},
     {"train.grad_clip", K_FLOAT, F(train.grad_clip), 0, BIG, NULL,
      "clip the global grad norm to this; 0 = off"},
     {"train.max_bad_steps", K_INT, F(train.max_bad_steps), 1, 1 << 20, NULL,
@@ -231,6 +236,8 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->train.seed = 1337;
     r->train.grad_clip = 1.0f;
     r->train.max_bad_steps = 5;
+    strcpy(r->train.device, "cpu");
+    strcpy(r->train.dtype, "auto");
     strcpy(r->optimizer.name, "adamw");
     r->optimizer.lr = 1e-3f;
     r->optimizer.betas[0] = 0.9f;
@@ -595,6 +602,9 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (r->data.seq_len > r->model.max_seq_len)
         return QT_ERROR(QT_EINVAL, "%s: data.seq_len (%d) exceeds model.max_seq_len (%d)", p,
                         r->data.seq_len, r->model.max_seq_len);
+    if (!strcmp(r->train.dtype, "bf16") && strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_EINVAL, "%s: train.dtype bf16 needs train.device cuda (the CPU "
+                                   "kernels are the f32 reference)", p);
     return QT_OK;
 }
 

@@ -47,6 +47,8 @@ typedef struct {
         int batch_size, grad_accum, threads, max_bad_steps;
         long seed;
         float grad_clip;
+        char device[8];             /* cpu | cuda */
+        char dtype[8];              /* auto | f32 | bf16 (activations; auto = bf16 on cuda) */
     } train;
     struct {
         char name[16];
