@@ -33,7 +33,10 @@ static qt_arena_chunk *chunk_new(const qt_backend *be, size_t size) {
 void *qt_arena_alloc(qt_arena *a, size_t bytes) {
     size_t align = a->be ? QT_ARENA_DEVICE_ALIGN : QT_ARENA_ALIGN;
     size_t need = (bytes + align - 1) & ~(align - 1);
-    if (need < bytes) return NULL; /* overflow */
+    if (need < bytes) { /* overflow */
+        qt_error_set(QT_ENOMEM, __FILE__, __LINE__, "arena: %zu bytes is too many", bytes);
+        return NULL;
+    }
     if (need == 0) need = align;
     qt_arena_chunk *c = a->head;
     if (!c || c->size - c->used < need) {

@@ -141,6 +141,28 @@ qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_t
 qt_tensor *qt_op_run_custom(qt_ctx *ctx, const struct qt_custom_fn *fn, void *state, int n_in,
                             qt_tensor *const *in, qt_tensor *out, const qt_attrs *a);
 
+/* ---- what every backend's kernels of one op share (host code) ---------------------- */
+
+/* matmul's attrs: i[0] ta, i[1] tb, i[2] M, i[3] N, i[4] K, i[5] batch; u = B shared */
+typedef struct {
+    bool ta, tb, shared;
+    int64_t M, N, K, batch;
+} qt_mm_dims;
+static inline qt_mm_dims qt_mm_dims_of(const qt_node *n) {
+    qt_mm_dims d = {n->a.i[0] != 0, n->a.i[1] != 0, n->a.u != 0,
+                    n->a.i[2], n->a.i[3], n->a.i[4], n->a.i[5]};
+    return d;
+}
+/* permute: the output's shape padded to 4 dims and the input stride of each output dim,
+ * so out[i0,i1,i2,i3] = in[sum ik * st[k]] (attrs i[0..3]: the padded perm). */
+void qt_perm_geometry(const qt_node *n, int64_t os[4], int64_t st[4]);
+/* embedding: fails the context unless every id (host copy) is in [0, V). */
+qt_status qt_check_ids(qt_ctx *ctx, const int32_t *ids, int64_t n, int64_t V);
+/* cross-entropy: fails the context unless every target (host copy) is in [0, V) or the
+ * ignore index; *count gets the targets that count. */
+qt_status qt_ce_count(qt_ctx *ctx, const int32_t *t, int64_t n, int64_t V, int32_t ignore,
+                      int64_t *count);
+
 /* ---- shared kernel helpers --------------------------------------------------------- */
 static inline float *qt_f32(const qt_tensor *t) { return (float *)t->data; }
 

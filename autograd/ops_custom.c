@@ -18,8 +18,6 @@ static qt_status custom_bwd(qt_ctx *ctx, qt_node *n) {
 
 const qt_op_def qt_opdef_custom = {
     .name = "custom",
-    /* CPU only for now: a CUDA tensor would need the caller's kernels to take device
-     * pointers, which qt_custom_fn does not promise yet */
     .forward = {[QT_DEV_CPU] = custom_fwd},
     .backward = {[QT_DEV_CPU] = custom_bwd},
 };
@@ -33,7 +31,8 @@ qt_tensor *qt_custom(qt_ctx *ctx, const qt_custom_fn *fn, int n_in, qt_tensor *c
         return QT_FAIL(ctx, QT_EINVAL, "%s: takes 1 to %d inputs, got %d", fn->name,
                        QT_MAX_INPUTS, n_in);
     if (!qt_check_inputs(ctx, fn->name, n_in, in)) return NULL;
-    qt_tensor *out = qt_new_like_shape(ctx, in[0], ndim, shape);
+    /* f32 whatever the inputs (the header's promise: callers' kernels write floats) */
+    qt_tensor *out = qt_tensor_new_on(ctx, in[0]->device, QT_F32, ndim, shape);
     if (!out) return NULL;
     qt_attrs a = {0};
     return qt_op_run_custom(ctx, fn, state, n_in, in, out, &a);

@@ -7,16 +7,22 @@
 
 #include "internal.h"
 
+qt_status qt_check_ids(qt_ctx *ctx, const int32_t *ids, int64_t n, int64_t V) {
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return (QT_FAIL(ctx, QT_EINVAL, "embedding: id %d at position %lld is outside "
+                                             "[0, %lld)",
+                            ids[i], (long long)i, (long long)V),
+                    QT_EINVAL);
+    return QT_OK;
+}
+
 static qt_status embedding_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     const qt_tensor *w = n->in[0], *ids = n->in[1];
     int64_t V = w->shape[0], D = w->shape[1], N = qt_numel(ids);
     const int32_t *id = ids->data;
-    for (int64_t i = 0; i < N; i++)
-        if (id[i] < 0 || id[i] >= V)
-            return (QT_FAIL(ctx, QT_EINVAL, "embedding: id %d at position %lld is outside "
-                                             "[0, %lld)",
-                            id[i], (long long)i, (long long)V),
-                    QT_EINVAL);
+    qt_status st = qt_check_ids(ctx, id, N, V);
+    if (st != QT_OK) return st;
     const float *W = qt_f32(w);
     float *Y = qt_f32(n->out);
 #pragma omp parallel for schedule(static) if (N * D > 32768)

@@ -9,13 +9,10 @@
 
 #include "internal.h"
 
-static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
-    const qt_tensor *lg = n->in[0], *tg = n->in[1];
-    int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
-    const int32_t *t = tg->data;
-    int32_t ignore = (int32_t)n->a.i[0];
-    int64_t count = 0;
-    for (int64_t r = 0; r < N; r++) {
+qt_status qt_ce_count(qt_ctx *ctx, const int32_t *t, int64_t n, int64_t V, int32_t ignore,
+                      int64_t *count) {
+    int64_t c = 0;
+    for (int64_t r = 0; r < n; r++) {
         if (t[r] == ignore) continue;
         if (t[r] < 0 || t[r] >= V)
             return (QT_FAIL(ctx, QT_EINVAL,
@@ -23,8 +20,20 @@ static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
                             "not the ignore index %d",
                             t[r], (long long)r, (long long)V, ignore),
                     QT_EINVAL);
-        count++;
+        c++;
     }
+    *count = c;
+    return QT_OK;
+}
+
+static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
+    const qt_tensor *lg = n->in[0], *tg = n->in[1];
+    int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
+    const int32_t *t = tg->data;
+    int32_t ignore = (int32_t)n->a.i[0];
+    int64_t count = 0;
+    qt_status st = qt_ce_count(ctx, t, N, V, ignore, &count);
+    if (st != QT_OK) return st;
     n->a.i[1] = count;
     float *lse = qt_ctx_alloc(ctx, (size_t)(N ? N : 1) * sizeof(float));
     if (!lse) return ctx->status;

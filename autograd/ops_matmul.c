@@ -27,17 +27,9 @@ static bool par_batch(int64_t batch, int64_t M, int64_t N, int64_t K) {
     return batch > 1 && batch >= omp_get_max_threads() && M * N * K <= ((int64_t)1 << 26);
 }
 
-/* attrs: i[0] ta, i[1] tb, i[2] M, i[3] N, i[4] K, i[5] batch; u = B shared (2-D) */
-typedef struct {
-    bool ta, tb, shared;
-    int64_t M, N, K, batch;
-} mm_dims;
-
-static mm_dims dims_of(const qt_node *n) {
-    mm_dims d = {n->a.i[0] != 0, n->a.i[1] != 0, n->a.u != 0,
-                 n->a.i[2], n->a.i[3], n->a.i[4], n->a.i[5]};
-    return d;
-}
+/* attrs: qt_mm_dims (internal.h) */
+typedef qt_mm_dims mm_dims;
+#define dims_of qt_mm_dims_of
 
 static qt_status matmul_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     mm_dims d = dims_of(n);

@@ -75,7 +75,7 @@ qt_tensor *qt_reshape(qt_ctx *ctx, qt_tensor *x, int ndim, const int64_t *shape)
  * attrs: i[0..3] perm (padded to 4 dims with leading size-1 dims). */
 
 /* Strides of the input, reordered by perm, so out[idx] = in[sum idx_k * st[k]]. */
-static void perm_strides(const qt_node *n, int64_t os[4], int64_t st[4]) {
+void qt_perm_geometry(const qt_node *n, int64_t os[4], int64_t st[4]) {
     const qt_tensor *x = n->in[0];
     int pad = 4 - x->ndim;
     int64_t xs[4], xst[4];
@@ -90,7 +90,7 @@ static void perm_strides(const qt_node *n, int64_t os[4], int64_t st[4]) {
 
 static qt_status permute_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     int64_t os[4], st[4];
-    perm_strides(n, os, st);
+    qt_perm_geometry(n, os, st);
     const float *x = qt_f32(n->in[0]);
     float *y = qt_f32(n->out);
 #pragma omp parallel for collapse(2) schedule(static) if (qt_numel(n->out) > 32768)
@@ -108,7 +108,7 @@ static qt_status permute_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     float *dx = n->in[0]->grad;
     if (!dx) return QT_OK;
     int64_t os[4], st[4];
-    perm_strides(n, os, st);
+    qt_perm_geometry(n, os, st);
     const float *dy = n->out->grad;
     /* a permutation is a bijection: no two output elements hit one input element */
 #pragma omp parallel for collapse(2) schedule(static) if (qt_numel(n->out) > 32768)

@@ -147,6 +147,9 @@ static void point_params(qt_paramset *ps, float *data, float *grad, qt_device de
 qt_status qt_paramset_to(qt_paramset *ps, qt_device dev) {
     if (!ps->allocated) return QT_ERROR(QT_ESTATE, "paramset_to: not allocated");
     if (dev.kind == ps->device.kind && dev.index == ps->device.index) return QT_OK;
+    if (dev.index != 0)
+        return QT_ERROR(QT_ENOTSUP, "paramset_to: %s:%d: one device per process (cuda:0; "
+                                    "ranks own their GPUs)", qt_device_name(dev), dev.index);
     const qt_device cpu = {QT_DEV_CPU, 0};
     size_t db = ps->n_total * sizeof(float), gb = ps->n_grad * sizeof(float);
     if (ps->device.kind != QT_DEV_CPU) { /* back to the host first */

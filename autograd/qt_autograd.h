@@ -331,7 +331,9 @@ typedef struct qt_custom_fn {
     qt_status (*backward)(qt_ctx *ctx, qt_tensor *const *in, int n_in, qt_tensor *out,
                           void *state);
 } qt_custom_fn;
-/* 1..4 f32 inputs. */
+/* 1..4 inputs (f32; bf16 too on a GPU, where the caller's functions must handle it);
+ * the output is f32. On a GPU the functions get device tensors and launch their own
+ * kernels. */
 qt_tensor *qt_custom(qt_ctx *ctx, const qt_custom_fn *fn, int n_in, qt_tensor *const *in,
                      int ndim, const int64_t *shape, void *state);
 

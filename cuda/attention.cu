@@ -424,10 +424,6 @@ __global__ void att_mm_bwd_row_kernel(const float *S, const float *dP, const flo
     }
 }
 
-template <typename T>
-__global__ void att_mm_cast_kernel(const float *x, T *y, int64_t n) {
-    QT_GRID_LOOP(i, n) qt_st(y, i, x[i]);
-}
 
 /* S[gi] (Bn, rows, nk) = scale Q_chunk K^T for every gi */
 static qt_status att_mm_scores(const att_dims &d, const att_chunk &c, const void *Q,
@@ -491,7 +487,7 @@ static qt_status att_mm_bwd(qt_ctx *ctx, qt_node *n, const att_dims &d, const fl
         int64_t no = qt_numel(n->out);
         void *h = qt_cuda_scratch(ctx, n, (size_t)no * es);
         if (!h) return ctx->status;
-        QT_DISPATCH_FLOAT(t, TP, att_mm_cast_kernel<TP><<<qt_blocks(no, 256), 256>>>(
+        QT_DISPATCH_FLOAT(t, TP, qt_cast_kernel<float, TP><<<qt_blocks(no, 256), 256>>>(
                                      n->out->grad, (TP *)h, no));
         QT_CUDA_LAUNCHED();
         dO = h;

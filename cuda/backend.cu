@@ -17,6 +17,7 @@ static cublasHandle_t cublas_handle;
 static char device_desc[640];
 
 qt_status qt_cuda_fail(cudaError_t e, const char *file, int line, const char *what) {
+    cudaGetLastError(); /* a non-sticky error must not resurface at an unrelated check */
     return qt_error_set(e == cudaErrorMemoryAllocation ? QT_ENOMEM : QT_EDEVICE, file, line,
                         "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
@@ -29,8 +30,11 @@ qt_status qt_cublas_fail(cublasStatus_t s, const char *file, int line, const cha
 cublasHandle_t qt_cublas(void) { return cublas_handle; }
 
 /* One grow-only device buffer for scratch that dies within an op's own launches (the
- * attention chunks): kernels run in stream order, so every op can reuse it; per-node
- * arena scratch would stay allocated until the step ends (30 layers x 250 MB). */
+ * attention chunks, matmul's bf16 dC): kernels run in stream order, so every op can
+ * reuse it; per-node arena scratch would stay allocated until the step ends (30 layers
+ * x 250 MB). This holds because every launch and cuBLAS call goes to the legacy default
+ * stream from one host thread; a second stream or a per-thread default stream would need
+ * one workspace per stream. */
 static void *workspace;
 static size_t workspace_bytes;
 

@@ -126,6 +126,29 @@ __device__ __forceinline__ float qt_block_max(float v, float *shm) {
     return qt_warp_max(v);
 }
 
+/* The same in double (deterministic sums of many floats). `shm` holds 32 doubles. */
+__device__ __forceinline__ double qt_block_sum_d(double v, double *shm) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) shm[w] = v;
+    __syncthreads();
+    v = lane < nw ? shm[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Kernels more than one family launches (templates, so each .cu gets its own copy):
+ * y = x converted (f32 <-> bf16, round to nearest even), and g += s dy (grads). */
+template <typename TX, typename TY>
+__global__ void qt_cast_kernel(const TX *x, TY *y, int64_t n) {
+    QT_GRID_LOOP(i, n) qt_st(y, i, qt_ld(x, i));
+}
+template <typename T>
+__global__ void qt_axpy_kernel(T *g, const T *dy, float s, int64_t n) {
+    QT_GRID_LOOP(i, n) g[i] += s * dy[i];
+}
+
 /* Each op family's .cu defines one registration function; backend.cu calls them all. */
 void qt_cuda_register_matmul(qt_backend *be);
 void qt_cuda_register_elementwise(qt_backend *be); /* add sub mul div scale cast */

@@ -150,9 +150,6 @@ __global__ void scale_kernel(const T *x, T *y, float s, int64_t n) {
     QT_GRID_LOOP(i, n) qt_st(y, i, s * qt_ld(x, i));
 }
 
-__global__ void axpy_kernel(float *g, const float *dy, float s, int64_t n) {
-    QT_GRID_LOOP(i, n) g[i] += s * dy[i];
-}
 
 static qt_status scale_fwd(qt_ctx *ctx, qt_node *n) {
     int64_t N = qt_numel(n->out);
@@ -166,22 +163,18 @@ static qt_status scale_fwd(qt_ctx *ctx, qt_node *n) {
 static qt_status scale_bwd(qt_ctx *ctx, qt_node *n) {
     if (!n->in[0]->grad) return QT_OK;
     int64_t N = qt_numel(n->out);
-    axpy_kernel<<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad, n->a.f[0], N);
+    qt_axpy_kernel<float><<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad, n->a.f[0], N);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }
 
 /* ---- cast (f32 <-> bf16, round to nearest even) ------------------------------------ */
 
-template <typename TX, typename TY>
-__global__ void cast_kernel(const TX *x, TY *y, int64_t n) {
-    QT_GRID_LOOP(i, n) qt_st(y, i, qt_ld(x, i));
-}
 
 static qt_status cast_fwd(qt_ctx *ctx, qt_node *n) {
     int64_t N = qt_numel(n->out);
     QT_DISPATCH_FLOAT(n->in[0]->dtype, TX, QT_DISPATCH_FLOAT(n->out->dtype, TY,
-        cast_kernel<TX, TY><<<qt_blocks(N, 256), 256>>>((const TX *)n->in[0]->data,
+        qt_cast_kernel<TX, TY><<<qt_blocks(N, 256), 256>>>((const TX *)n->in[0]->data,
                                                         (TY *)n->out->data, N)));
     QT_CUDA_LAUNCHED();
     return QT_OK;
@@ -190,7 +183,7 @@ static qt_status cast_fwd(qt_ctx *ctx, qt_node *n) {
 static qt_status cast_bwd(qt_ctx *ctx, qt_node *n) {
     if (!n->in[0]->grad) return QT_OK;
     int64_t N = qt_numel(n->out);
-    axpy_kernel<<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad, 1.0f, N);
+    qt_axpy_kernel<float><<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad, 1.0f, N);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }

@@ -38,15 +38,16 @@ static qt_status embedding_fwd(qt_ctx *ctx, qt_node *n) {
     if (!h) return ctx->status;
     qt_status st = qt_tensor_read(ids, h);
     if (st != QT_OK) return st;
-    for (int64_t i = 0; i < N; i++)
-        if (h[i] < 0 || h[i] >= V)
-            return (QT_FAIL(ctx, QT_EINVAL, "embedding: id %d at position %lld is outside "
-                                             "[0, %lld)",
-                            h[i], (long long)i, (long long)V),
-                    QT_EINVAL);
-    int32_t *did = (int32_t *)qt_cuda_scratch(ctx, n, (size_t)N * sizeof(int32_t));
-    if (!did) return ctx->status;
-    QT_CUDA_CHECK(cudaMemcpy(did, h, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice));
+    st = qt_check_ids(ctx, h, N, V);
+    if (st != QT_OK) return st;
+    /* the checked ids: the tensor itself when it is on the GPU (it lives until backward),
+     * else a device copy of the host ones */
+    int32_t *did = (int32_t *)ids->data;
+    if (ids->device.kind != QT_DEV_CUDA) {
+        did = (int32_t *)qt_cuda_scratch(ctx, n, (size_t)N * sizeof(int32_t));
+        if (!did) return ctx->status;
+        QT_CUDA_CHECK(cudaMemcpy(did, h, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice));
+    }
     n->saved = did;
     if (D == 0) return QT_OK;
     QT_DISPATCH_FLOAT(w->dtype, T, {

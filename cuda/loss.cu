@@ -18,16 +18,6 @@
 #define CE_THREADS 256
 #define CE_FINAL_THREADS 1024
 
-__device__ __forceinline__ double ce_block_sum_d(double v, double *shm) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) shm[w] = v;
-    __syncthreads();
-    v = lane < nw ? shm[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 template <typename T>
 __global__ void ce_row_kernel(const T *L, const int32_t *tg, int32_t ignore, int64_t V,
@@ -41,7 +31,7 @@ __global__ void ce_row_kernel(const T *L, const int32_t *tg, int32_t ignore, int
     mx = qt_block_max(mx, shf);
     double s = 0.0;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += (double)expf(qt_ld(x, v) - mx);
-    s = ce_block_sum_d(s, shd);
+    s = qt_block_sum_d(s, shd);
     if (threadIdx.x == 0) {
         float l = mx + (float)log(s);
         lse[r] = l;
@@ -56,7 +46,7 @@ __global__ void ce_final_kernel(const double *rowloss, int64_t N, int64_t count,
     __shared__ double shd[32];
     double s = 0.0;
     for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += rowloss[r];
-    s = ce_block_sum_d(s, shd);
+    s = qt_block_sum_d(s, shd);
     if (threadIdx.x == 0) qt_st(out, 0, count ? (float)(s / (double)count) : 0.0f);
 }
 
@@ -88,16 +78,8 @@ static qt_status ce_fwd(qt_ctx *ctx, qt_node *n) {
         if (st != QT_OK) return st;
     }
     int64_t count = 0;
-    for (int64_t r = 0; r < N; r++) {
-        if (t[r] == ignore) continue;
-        if (t[r] < 0 || t[r] >= V)
-            return (QT_FAIL(ctx, QT_EINVAL,
-                            "cross_entropy: target %d at row %lld is outside [0, %lld) and is "
-                            "not the ignore index %d",
-                            t[r], (long long)r, (long long)V, ignore),
-                    QT_EINVAL);
-        count++;
-    }
+    qt_status cst = qt_ce_count(ctx, t, N, V, ignore, &count);
+    if (cst != QT_OK) return cst;
     n->a.i[1] = count;
     size_t nn = (size_t)(N ? N : 1);
     /* saved: lse (N f32) then targets (N i32); scratch: row terms (N f64) */

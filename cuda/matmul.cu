@@ -11,16 +11,8 @@
  */
 #include "common.cuh"
 
-typedef struct {
-    bool ta, tb, shared;
-    int64_t M, N, K, batch;
-} mm_dims;
-
-static mm_dims dims_of(const qt_node *n) {
-    mm_dims d = {n->a.i[0] != 0, n->a.i[1] != 0, n->a.u != 0,
-                 n->a.i[2], n->a.i[3], n->a.i[4], n->a.i[5]};
-    return d;
-}
+typedef qt_mm_dims mm_dims; /* attrs, as the CPU kernel reads them */
+#define dims_of qt_mm_dims_of
 
 static cudaDataType cuda_type(qt_dtype t) { return t == QT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
@@ -42,9 +34,6 @@ qt_status qt_cuda_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
     return QT_OK;
 }
 
-__global__ void to_bf16_kernel(const float *x, qt_bf16 *y, int64_t n) {
-    QT_GRID_LOOP(i, n) y[i] = __float2bfloat16_rn(x[i]);
-}
 
 static qt_status matmul_fwd(qt_ctx *ctx, qt_node *n) {
     mm_dims d = dims_of(n);
@@ -74,7 +63,7 @@ static qt_status matmul_bwd(qt_ctx *ctx, qt_node *n) {
         /* the shared workspace: only this op's products below read it */
         qt_bf16 *h = (qt_bf16 *)qt_cuda_workspace((size_t)nc * sizeof(qt_bf16));
         if (!h) return QT_ENOMEM;
-        to_bf16_kernel<<<qt_blocks(nc, 256), 256>>>(n->out->grad, h, nc);
+        qt_cast_kernel<float, qt_bf16><<<qt_blocks(nc, 256), 256>>>(n->out->grad, h, nc);
         QT_CUDA_LAUNCHED();
         dC = h;
     }

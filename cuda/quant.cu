@@ -35,64 +35,12 @@
 
 /* ------------------------------------------------------------------ tables ---- */
 
-static const float h_nf4_code[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
-static const float h_fp4_raw[16] = {0.0f, 0.0625f, 8.0f, 12.0f, 4.0f, 6.0f, 2.0f, 3.0f,
-                                    0.0f, -0.0625f, -8.0f, -12.0f, -4.0f, -6.0f, -2.0f, -3.0f};
-static const uint8_t h_fp4_order[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
-
-/* [0] nf4, [1] fp4 */
+/* [0] nf4, [1] fp4: the quantizer core's own tables (qt_4bit_tables_get), uploaded */
 __device__ float d_code[2][16];
 __device__ float d_bounds[2][16];
 __device__ uint8_t d_fp4_order[16];
 __device__ float d_dyn_map[256];
 __device__ uint8_t d_dyn_lut[DQ_LUT];
-
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* quant_nf4.c build_dynamic_map / init_tables, verbatim arithmetic (no mul+add pair in
- * these expressions, so no contraction question on the host either). */
-static void host_tables(float code[2][16], float bounds[2][16], float *map, uint8_t *lut) {
-    static const double pow10[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
-    int n = 0;
-    for (int i = 0; i < 7; i++) {
-        int items = (1 << i) + 1;
-        float b[65];
-        const float start = 0.1f, end = 1.0f, step = (end - start) / (float)(items - 1);
-        const int half = items / 2;
-        for (int k = 0; k < items; k++)
-            b[k] = k < half ? fmaf(step, (float)k, start) : fmaf(-step, (float)(items - k - 1), end);
-        float scale = (float)pow10[i];
-        for (int k = 0; k + 1 < items; k++) map[n++] = scale * ((b[k] + b[k + 1]) / 2.0f);
-        for (int k = 0; k + 1 < items; k++) map[n++] = -scale * ((b[k] + b[k + 1]) / 2.0f);
-    }
-    map[n++] = 0.0f;
-    map[n++] = 1.0f;
-    qsort(map, 256, sizeof *map, cmp_float);
-    for (int i = 0; i < 16; i++) {
-        code[0][i] = h_nf4_code[i];
-        code[1][i] = h_fp4_raw[i] / 12.0f;
-    }
-    for (int i = 0; i < 15; i++) {
-        bounds[0][i] = (code[0][i] + code[0][i + 1]) / 2.0f;
-        bounds[1][i] = (code[1][h_fp4_order[i]] + code[1][h_fp4_order[i + 1]]) / 2.0f;
-    }
-    bounds[0][15] = bounds[1][15] = INFINITY;
-    float mid[255];
-    for (int i = 0; i < 255; i++) mid[i] = 0.5f * (map[i] + map[i + 1]);
-    int c = 0;
-    for (int i = 0; i < DQ_LUT; i++) {
-        float v = -1.0f + (2.0f * (float)i) / (float)(DQ_LUT - 1);
-        while (c < 255 && mid[c] < v) c++;
-        lut[i] = (uint8_t)c;
-    }
-}
 
 static std::mutex g_mu;
 static bool g_tables_ok = false;
@@ -100,14 +48,20 @@ static bool g_tables_ok = false;
 static qt_status upload_tables(void) {
     std::lock_guard<std::mutex> lock(g_mu);
     if (g_tables_ok) return QT_OK;
-    static float code[2][16], bounds[2][16], map[256];
-    static uint8_t lut[DQ_LUT];
-    host_tables(code, bounds, map, lut);
-    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_code, code, sizeof code));
-    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_bounds, bounds, sizeof bounds));
-    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_fp4_order, h_fp4_order, sizeof h_fp4_order));
-    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_dyn_map, map, sizeof map));
-    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_dyn_lut, lut, sizeof lut));
+    qt_4bit_tables t;
+    qt_4bit_tables_get(&t);
+    if (t.lut_size != DQ_LUT)
+        return QT_ERROR(QT_ESTATE, "cuda quant: the core's LUT has %d entries, expected %d",
+                        t.lut_size, DQ_LUT);
+    for (int k = 0; k < 2; k++) {
+        QT_CUDA_CHECK(cudaMemcpyToSymbol(d_code, t.code[k], 16 * sizeof(float),
+                                         (size_t)k * 16 * sizeof(float)));
+        QT_CUDA_CHECK(cudaMemcpyToSymbol(d_bounds, t.bounds[k], 16 * sizeof(float),
+                                         (size_t)k * 16 * sizeof(float)));
+    }
+    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_fp4_order, t.fp4_order, 16));
+    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_dyn_map, t.dyn_map, 256 * sizeof(float)));
+    QT_CUDA_CHECK(cudaMemcpyToSymbol(d_dyn_lut, t.dyn_lut, DQ_LUT));
     g_tables_ok = true;
     return QT_OK;
 }
@@ -117,22 +71,12 @@ static qt_status upload_tables(void) {
 /* status[0]: smallest index of a non-finite weight; status[1]: smallest group whose scale
  * is not finite (UINT64_MAX: none). */
 typedef unsigned long long u64;
-static void *g_scratch = NULL;
-static size_t g_scratch_bytes = 0;
 
-/* A device buffer of at least `bytes` (+ the status word at its start). Grow-only. */
+/* Scratch of at least `bytes` (+ the status word at its start): the backend's shared
+ * workspace, which this call alone uses until it returns. */
 static qt_status scratch(size_t bytes, void **out) {
-    std::lock_guard<std::mutex> lock(g_mu);
-    bytes += 256;
-    if (bytes > g_scratch_bytes) {
-        if (g_scratch) QT_CUDA_CHECK(cudaFree(g_scratch));
-        g_scratch = NULL;
-        g_scratch_bytes = 0;
-        QT_CUDA_CHECK(cudaMalloc(&g_scratch, bytes));
-        g_scratch_bytes = bytes;
-    }
-    *out = g_scratch;
-    return QT_OK;
+    *out = qt_cuda_workspace(bytes + 256);
+    return *out ? QT_OK : QT_ENOMEM;
 }
 
 /* ------------------------------------------------------- device helpers ---- */

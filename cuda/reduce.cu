@@ -13,16 +13,6 @@
 #define RED_THREADS 256
 #define RED_BLOCK_THREADS 1024
 
-__device__ __forceinline__ double red_block_sum_d(double v, double *shm) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) shm[w] = v;
-    __syncthreads();
-    v = lane < nw ? shm[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* A block per output o = p*post + q (block-stride over outputs; the loop bound is the
  * same for the whole block, so the barriers inside are safe). */
@@ -36,7 +26,7 @@ __global__ void reduce_block_kernel(const T *x, T *y, int64_t pre, int64_t len, 
         double acc = 0.0;
         for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
             acc += (double)qt_ld(base, k * post);
-        acc = red_block_sum_d(acc, shm);
+        acc = qt_block_sum_d(acc, shm);
         if (threadIdx.x == 0) qt_st(y, o, (float)(acc * (double)mul));
     }
 }

@@ -19,15 +19,12 @@ static qt_status reshape_fwd(qt_ctx *ctx, qt_node *n) {
     return QT_OK;
 }
 
-__global__ void shape_add_kernel(const float *dy, float *dx, int64_t N) {
-    QT_GRID_LOOP(i, N) dx[i] += dy[i];
-}
 
 static qt_status reshape_bwd(qt_ctx *ctx, qt_node *n) {
     float *dx = n->in[0]->grad;
     int64_t N = qt_numel(n->out);
     if (!dx || N == 0) return QT_OK;
-    shape_add_kernel<<<qt_blocks(N, SHAPE_THREADS), SHAPE_THREADS>>>(n->out->grad, dx, N);
+    qt_axpy_kernel<float><<<qt_blocks(N, SHAPE_THREADS), SHAPE_THREADS>>>(dx, n->out->grad, 1.0f, N);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }
@@ -38,18 +35,7 @@ typedef struct {
     int64_t st[4]; /* input stride of each output dim */
 } perm_geom;
 
-static void perm_geometry(const qt_node *n, perm_geom *g) {
-    const qt_tensor *x = n->in[0];
-    int pad = 4 - x->ndim;
-    int64_t xs[4], xst[4];
-    for (int i = 0; i < 4; i++) xs[i] = i < pad ? 1 : x->shape[i - pad];
-    xst[3] = 1;
-    for (int i = 2; i >= 0; i--) xst[i] = xst[i + 1] * xs[i + 1];
-    for (int k = 0; k < 4; k++) {
-        g->os[k] = xs[n->a.i[k]];
-        g->st[k] = xst[n->a.i[k]];
-    }
-}
+static void perm_geometry(const qt_node *n, perm_geom *g) { qt_perm_geometry(n, g->os, g->st); }
 
 /* Input offset of output element i (all os[] > 0). I is uint32_t when every offset fits
  * (the common case: 64-bit division is many times slower on the GPU), else int64_t. */

@@ -7,9 +7,9 @@
 #include "qt_layers.h"
 
 qt_tensor *qt_linear(qt_ctx *ctx, qt_tensor *x, qt_tensor *w, qt_tensor *b, bool w_io) {
-    if (!x) return NULL;
     /* f32 master weights meet bf16 activations as bf16 (cast each step; the grad flows
-     * back to the f32 weight); with f32 activations this is the weight itself */
-    qt_tensor *y = qt_matmul(ctx, x, qt_cast(ctx, w, x->dtype), false, !w_io);
+     * back to the f32 weight); with f32 activations this is the weight itself. A NULL x
+     * fails the context in qt_matmul. */
+    qt_tensor *y = qt_matmul(ctx, x, x ? qt_cast(ctx, w, x->dtype) : w, false, !w_io);
     return b ? qt_add(ctx, y, b) : y;
 }

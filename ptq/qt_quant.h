@@ -138,6 +138,17 @@ static inline uint8_t qt_qint_code(float x, float inv_scale, int zero, int bits)
 const float *qt_nf4_codebook(void);
 const float *qt_fp4_codebook(void);
 const float *qt_dynamic_map(void);
+/* Every table the 4-bit quantizers use, for a device backend that must reproduce them
+ * bit for bit (cuda/quant.cu uploads these instead of rebuilding them). */
+typedef struct {
+    const float *code[2];     /* (16) [0] NF4, [1] FP4 codebooks */
+    const float *bounds[2];   /* (16) sorted midpoints, then +inf */
+    const uint8_t *fp4_order; /* (16) FP4 code of each sorted position */
+    const float *dyn_map;     /* (256) the double-quant dynamic map */
+    const uint8_t *dyn_lut;   /* (lut_size) value in [-1, 1] -> nearest map index */
+    int lut_size;
+} qt_4bit_tables;
+void qt_4bit_tables_get(qt_4bit_tables *t);
 
 /* FP8 scalar conversions: round to nearest even, saturating to +-max (E4M3 448,
  * E5M2 57344); NaN -> NaN encoding. */

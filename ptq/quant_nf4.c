@@ -118,6 +118,18 @@ const float *qt_dynamic_map(void) {
     return dyn_map;
 }
 
+void qt_4bit_tables_get(qt_4bit_tables *t) {
+    tables();
+    t->code[0] = nf4_code;
+    t->code[1] = fp4_code;
+    t->bounds[0] = nf4_bounds;
+    t->bounds[1] = fp4_bounds;
+    t->fp4_order = fp4_order;
+    t->dyn_map = dyn_map;
+    t->dyn_lut = dyn_lut;
+    t->lut_size = DQ_LUT;
+}
+
 static inline float clamp1(float x) { return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x); }
 
 /* torch.bucketize(x, bounds, right=False): the number of bounds strictly below x */

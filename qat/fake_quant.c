@@ -187,7 +187,12 @@ static qt_tensor *act_make(qt_ctx *ctx, qt_tensor *x, act_state *tmpl) {
     if (!s || !mask) return NULL;
     *s = *tmpl;
     s->mask = mask;
-    return qt_custom(ctx, &act_fn, 1, &x, x->ndim, x->shape, s);
+    /* the quantizer reads and writes f32: bf16 activations (the GPU mode) go through f32
+     * and come back in their dtype */
+    qt_dtype dt = x->dtype;
+    qt_tensor *x32 = qt_cast(ctx, x, QT_F32);
+    if (!x32) return NULL;
+    return qt_cast(ctx, qt_custom(ctx, &act_fn, 1, &x32, x32->ndim, x32->shape, s), dt);
 }
 
 qt_tensor *qt_fake_quant_act_dynamic(qt_ctx *ctx, qt_tensor *x, int bits, bool symmetric) {

@@ -17,7 +17,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+# The CUDA backend builds wherever the CUDA toolkit is (no GPU needed to build it);
+# QT_CUDA=ON (CI sets it) makes a missing toolkit an error instead of a CPU-only build.
+cuda_args=(-DQT_CUDA="${QT_CUDA:-AUTO}")
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  cuda_args+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+fi
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}" >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: built build/qtrain"
 

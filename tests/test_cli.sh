@@ -69,6 +69,26 @@ check "generate" "$Q" generate "$tmp/run/checkpoint.h5" --prompt "the cat" --tok
 check "info" "$Q" info "$tmp/run/checkpoint.h5"
 has "info names parameters" "model.layers.0.mlp.down_proj.weight" "$tmp/out.txt"
 check "resume" "$Q" train "$tmp/tiny.yaml" --set train.steps=40 --resume
+
+# train.device: a GPU run's refusals, whatever machine this is. bf16 activations need the
+# GPU; static activation ranges and LSQ scales are CPU-only; a build without CUDA says so
+# (exit 2); with CUDA but no GPU, the device error (exit 1) comes before anything is
+# written; on a GPU machine the run trains.
+expect 2 "train.dtype bf16 needs train.device cuda" -- train "$tmp/tiny.yaml" --set train.dtype=bf16
+cuda_out="$tmp/cuda_run"
+err=$("$Q" train "$tmp/tiny.yaml" --set train.device=cuda --set output.dir="$cuda_out" 2>&1 >/dev/null)
+rc=$?
+if { [ $rc -eq 2 ] && grep -qF "built without CUDA" <<<"$err"; } ||
+   { [ $rc -eq 1 ] && grep -qF "train.device cuda: " <<<"$err" && [ ! -e "$cuda_out/metrics.jsonl" ]; } ||
+   { [ $rc -eq 0 ] && [ -s "$cuda_out/checkpoint.h5" ]; }; then ok; else
+  bad "train.device=cuda: exit $rc, stderr: $err"
+fi
+err=$("$Q" train "$tmp/tiny.yaml" --set train.device=cuda --set qat.activation.format=int8 \
+      --set qat.activation.dynamic=false --set qat.activation.granularity=per_tensor --check 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 2 ] && grep -qE "runs on the CPU only|built without CUDA" <<<"$err"; then ok; else
+  bad "static activation QAT on cuda: exit $rc, stderr: $err"
+fi
 has "resume says so" "resumed from" "$tmp/out.txt"
 expect 2 "no checkpoint to resume from" -- train "$tmp/tiny.yaml" --set output.dir="$tmp/none" --resume
 expect 2 "--stride needs an integer" -- eval "$tmp/run/checkpoint.h5" --data "$tmp/text.txt" --stride x

@@ -39,17 +39,15 @@ void qt_adamw_free(qt_adamw *opt) {
     free(opt->m);
     free(opt->v);
     opt->m = opt->v = NULL;
-#ifdef QT_HAVE_CUDA
-    const qt_device gpu = {QT_DEV_CUDA, 0};
-    if (opt->dm) qt_device_free(gpu, opt->dm);
-    if (opt->dv) qt_device_free(gpu, opt->dv);
-#endif
+    if (opt->dm) qt_device_free(opt->ddev, opt->dm);
+    if (opt->dv) qt_device_free(opt->ddev, opt->dv);
     opt->dm = opt->dv = NULL;
 }
 
 qt_status qt_adamw_to_device(qt_adamw *opt, const qt_paramset *ps) {
     if (ps->device.kind == QT_DEV_CPU || opt->dm) return QT_OK;
     size_t b = (opt->n ? opt->n : 1) * sizeof(float);
+    opt->ddev = ps->device;
     opt->dm = qt_device_alloc(ps->device, b);
     opt->dv = qt_device_alloc(ps->device, b);
     if (!opt->dm || !opt->dv) return QT_ERROR(QT_ENOMEM, "adamw: moments on the GPU: %s",
@@ -94,7 +92,16 @@ qt_status qt_grad_scale(qt_paramset *ps, float s) {
     return QT_OK;
 }
 
-void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
+qt_status qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
+    bool gpu = ps->ddata != NULL;
+    if (gpu != (opt->dm != NULL) ||
+        (gpu && (opt->ddev.kind != ps->device.kind || opt->ddev.index != ps->device.index)))
+        return QT_ERROR(QT_ESTATE, "adamw: the moments are on %s, the parameters on %s "
+                                   "(qt_adamw_to_device after qt_paramset_to)",
+                        opt->dm ? qt_device_name(opt->ddev) : "cpu", qt_device_name(ps->device));
+#ifndef QT_HAVE_CUDA
+    if (gpu) return QT_ERROR(QT_EDEVICE, "adamw: built without CUDA");
+#endif
     opt->step++;
     const qt_adamw_config *c = &opt->cfg;
     double bc1 = 1.0 - pow((double)c->beta1, (double)opt->step);
@@ -103,13 +110,14 @@ void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
     float b1c = 1.0f - c->beta1, b2 = c->beta2, b2c = 1.0f - c->beta2, eps = c->eps;
     for (int i = 0; i < ps->n; i++) {
         if (ps->goffset[i] == (size_t)-1) continue; /* frozen */
-        float decay_gpu = (ps->flags[i] & QT_PARAM_NO_DECAY) ? 1.0f : 1.0f - lr * c->weight_decay;
-        if (opt->dm) { /* the same update on the GPU; a failure shows at the next sync */
+        float decay = (ps->flags[i] & QT_PARAM_NO_DECAY) ? 1.0f : 1.0f - lr * c->weight_decay;
+        if (gpu) { /* the same update on the GPU */
 #ifdef QT_HAVE_CUDA
-            qt_cuda_adamw(ps->ddata + ps->offset[i], ps->dgrad + ps->goffset[i],
-                          opt->dm + ps->goffset[i], opt->dv + ps->goffset[i],
-                          (size_t)qt_numel(ps->params[i]), decay_gpu, b1c, b2, b2c, eps,
-                          step_size, bc2_sqrt);
+            qt_status st = qt_cuda_adamw(ps->ddata + ps->offset[i], ps->dgrad + ps->goffset[i],
+                                         opt->dm + ps->goffset[i], opt->dv + ps->goffset[i],
+                                         (size_t)qt_numel(ps->params[i]), decay, b1c, b2,
+                                         b2c, eps, step_size, bc2_sqrt);
+            if (st != QT_OK) return st;
 #endif
             continue;
         }
@@ -117,7 +125,6 @@ void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
         const float *g = ps->grad + ps->goffset[i];
         float *m = opt->m + ps->goffset[i], *v = opt->v + ps->goffset[i];
         int64_t n = qt_numel(ps->params[i]);
-        float decay = (ps->flags[i] & QT_PARAM_NO_DECAY) ? 1.0f : 1.0f - lr * c->weight_decay;
 #pragma omp parallel for schedule(static) if (n > 32768)
         for (int64_t j = 0; j < n; j++) {
             float gj = g[j];
@@ -127,4 +134,5 @@ void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
             p[j] -= step_size * (m[j] / (sqrtf(v[j]) / bc2_sqrt + eps));
         }
     }
+    return QT_OK;
 }

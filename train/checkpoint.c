@@ -155,6 +155,9 @@ done:
 
 qt_status qt_checkpoint_load(const char *path, qt_paramset *ps, qt_adamw *opt,
                              qt_ckpt_state *s) {
+    if (ps->ddata)
+        return QT_ERROR(QT_ESTATE, "%s: load the checkpoint before moving the parameters to %s",
+                        path, qt_device_name(ps->device));
     quiet_hdf5();
     if (access(path, R_OK) != 0) return QT_ERROR(QT_EIO, "%s: no checkpoint to resume from", path);
     if (H5Fis_hdf5(path) <= 0) return QT_ERROR(QT_EFORMAT, "%s: not an HDF5 file", path);

@@ -25,7 +25,9 @@ typedef struct {
 } qt_ckpt_state;
 
 /* Writes atomically: path.tmp.<pid>, then rename over path. buffers and bopt (its
- * optimizer, when it has trained parameters) may be NULL. */
+ * optimizer, when it has trained parameters) may be NULL. Writes the host copies
+ * (ps->data, opt->m/v): for a paramset on a GPU, qt_paramset_pull and qt_adamw_pull
+ * first. Loading needs the paramset on the CPU. */
 qt_status qt_checkpoint_save(const char *path, const qt_paramset *ps, const qt_adamw *opt,
                              const qt_ckpt_state *st, const char *recipe_yaml,
                              const qt_paramset *buffers, const qt_adamw *bopt);

@@ -135,9 +135,9 @@ qt_status qt_generate(qt_ctx *ctx, qt_model *m, const qt_tokenizer *tok, const c
             st = QT_ERROR(qt_ctx_status(ctx), "generate: %s", qt_ctx_error(ctx));
             break;
         }
-        float *last = qt_ctx_alloc(ctx, (size_t)V * sizeof(float));
-        if (!last || lg->dtype != QT_F32) { /* logits are f32 when sampling (see below) */
-            st = QT_ERROR(QT_EINVAL, "generate: need f32 logits");
+        float *last = qt_ctx_alloc(ctx, (size_t)V * sizeof(float)); /* logits cast to f32 */
+        if (!last) {
+            st = QT_ERROR(QT_ENOMEM, "generate: %s", qt_ctx_error(ctx));
             break;
         }
         st = qt_device_copy((qt_device){QT_DEV_CPU, 0}, last, lg->device,
@@ -283,7 +283,11 @@ static qt_status use_device(const qt_recipe *r, qt_ctx *ctx, qt_paramset *ps, qt
     if (!cuda) return QT_OK;
 #ifdef QT_HAVE_CUDA
     qt_status st = qt_cuda_init(0);
-    if (st != QT_OK) return st;
+    if (st != QT_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", qt_error_message());
+        return QT_ERROR(st, "train.device cuda: %s", why);
+    }
     const qt_device gpu = {QT_DEV_CUDA, 0};
     st = qt_paramset_to(ps, gpu);
     if (st == QT_OK) st = qt_adamw_to_device(opt, ps);
@@ -295,10 +299,9 @@ static qt_status use_device(const qt_recipe *r, qt_ctx *ctx, qt_paramset *ps, qt
     printf("device: %s; %s activations, f32 master weights\n", qt_cuda_device_desc(),
            bf16 ? "bf16" : "f32");
     return QT_OK;
-#else
+#else /* the recipe's validation refuses it first */
     (void)ctx, (void)ps, (void)opt, (void)qps, (void)qopt, (void)bf16;
-    return QT_ERROR(QT_EDEVICE, "train.device cuda: this qtrain was built without CUDA "
-                                "(configure with -DQT_CUDA=ON on a machine with nvcc)");
+    return QT_ERROR(QT_ENOTSUP, "train.device cuda: built without CUDA");
 #endif
 }
 
@@ -324,6 +327,16 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     res->weights = weights;
     res->max_weights = max_weights;
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
+#ifdef QT_HAVE_CUDA
+    if (!strcmp(r->train.device, "cuda")) { /* before anything is loaded or written */
+        qt_status cst = qt_cuda_init(0);
+        if (cst != QT_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            return QT_ERROR(cst, "train.device cuda: %s", why);
+        }
+    }
+#endif
     qt_model model;
     qt_tokenizer *tok = NULL;
     qt_status st = qt_recipe_model(r, &model, &tok);
@@ -474,11 +487,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             if (st == QT_OK && has_qopt) st = qt_grad_scale(qps, s);
             if (st != QT_OK) break;
         }
-        qt_adamw_step(&opt, ps, lr);
+        st = qt_adamw_step(&opt, ps, lr);
+        if (st != QT_OK) break;
         qt_paramset_zero_grad(ps);
         if (has_qopt) { /* not before fake-quant is on: its step count drives bias correction */
             if (step >= r->qat.start_step) {
-                qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
+                st = qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
+                if (st != QT_OK) break;
                 qt_qat_after_step(qat);
             }
             qt_paramset_zero_grad(qps);

@@ -97,6 +97,16 @@ qt_status qt_recipe_qat_config(const qt_recipe *r, const char *path, qt_recipe_q
     }
     if (!c->weight_on && c->act.mode == QT_ACT_NONE)
         return QT_ERROR(QT_EINVAL, "%s: qat: set qat.weight.format or qat.activation.format", p);
+    /* on the GPU: fake-quant of weights (any format the GPU kernels run) and dynamic
+     * per-token activations; the observers of static activation ranges and LSQ's
+     * learnable scales read their tensors on the host and run on the CPU only */
+    if (!strcmp(r->train.device, "cuda") && c->act.mode == QT_ACT_STATIC_TENSOR)
+        return QT_ERROR(QT_ENOTSUP, "%s: qat.activation with static ranges (an observer) runs "
+                                    "on the CPU only; with train.device cuda use per-token "
+                                    "dynamic activations (qat.activation.dynamic: true)", p);
+    if (!strcmp(r->train.device, "cuda") && c->learnable)
+        return QT_ERROR(QT_ENOTSUP, "%s: qat.weight.learnable (LSQ) runs on the CPU only; "
+                                    "with train.device cuda leave it false", p);
     if (r->qat.start_step >= r->train.steps && r->train.steps > 0)
         return QT_ERROR(QT_EINVAL, "%s: qat.start_step (%ld) must be below train.steps (%ld)", p,
                         r->qat.start_step, r->train.steps);

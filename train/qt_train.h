@@ -25,14 +25,16 @@ typedef struct {
     size_t n;
     int64_t step; /* steps taken */
     float *dm, *dv; /* (n) the moments on the GPU while the paramset is there, else NULL */
+    qt_device ddev; /* where dm, dv live */
 } qt_adamw;
 
 /* Moments sized to ps->n_grad, zeroed. ps must be allocated. */
 qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg);
 void qt_adamw_free(qt_adamw *opt);
 /* One update of every non-frozen parameter from its grad, at learning rate lr (the
- * schedule's value for this step). Does not zero the grads. */
-void qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr);
+ * schedule's value for this step), on the device the paramset is on (its moments must
+ * be there too: qt_adamw_to_device). Does not zero the grads. */
+qt_status qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr);
 /* The moments follow the paramset to its device (call after qt_paramset_to), and
  * qt_adamw_pull copies them back to m/v for a checkpoint. */
 qt_status qt_adamw_to_device(qt_adamw *opt, const qt_paramset *ps);

@@ -602,6 +602,11 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (r->data.seq_len > r->model.max_seq_len)
         return QT_ERROR(QT_EINVAL, "%s: data.seq_len (%d) exceeds model.max_seq_len (%d)", p,
                         r->data.seq_len, r->model.max_seq_len);
+#ifndef QT_HAVE_CUDA
+    if (!strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_ENOTSUP, "%s: train.device cuda: this qtrain was built without CUDA "
+                                    "(configure with -DQT_CUDA=ON on a machine with nvcc)", p);
+#endif
     if (!strcmp(r->train.dtype, "bf16") && strcmp(r->train.device, "cuda"))
         return QT_ERROR(QT_EINVAL, "%s: train.dtype bf16 needs train.device cuda (the CPU "
                                    "kernels are the f32 reference)", p);

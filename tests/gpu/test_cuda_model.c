@@ -11,9 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "qt_cuda.h"
+#include "gpu_test.h"
 #include "qt_layers.h"
 #include "qt_train.h"
 #include "testutil.h"
@@ -121,17 +120,7 @@ static void check_model(const char *name, qt_model *m, uint64_t seed) {
 }
 
 int main(void) {
-    if (qt_cuda_device_count() == 0) {
-        printf("test_cuda_model: SKIP: no CUDA GPU visible\n");
-        return 77;
-    }
-    if (qt_cuda_init(0) != QT_OK) {
-        printf("test_cuda_model: SKIP: %s\n", qt_error_message());
-        return 77;
-    }
-    const char *env = getenv("QT_TEST_SEED");
-    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    printf("test_cuda_model on %s, seed %llu\n", qt_cuda_device_desc(), (unsigned long long)seed);
+    uint64_t seed = qt_gpu_test_begin("test_cuda_model");
     qt_set_num_threads(4);
 
     qt_model m;

@@ -16,10 +16,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "op_cases.h"
-#include "qt_cuda.h"
+#include "gpu_test.h"
 #include "testutil.h"
 
 #define TOL_F32 2e-5
@@ -189,18 +188,7 @@ static void run_case(const gcase *c, uint64_t seed) {
 }
 
 int main(void) {
-    if (qt_cuda_device_count() == 0) {
-        printf("test_cuda_ops: SKIP: no CUDA GPU visible\n");
-        return 77;
-    }
-    if (qt_cuda_init(0) != QT_OK) {
-        printf("test_cuda_ops: SKIP: %s\n", qt_error_message());
-        return 77;
-    }
-    const char *env = getenv("QT_TEST_SEED");
-    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    printf("test_cuda_ops on %s, seed %llu (QT_TEST_SEED=%llu reruns it)\n",
-           qt_cuda_device_desc(), (unsigned long long)seed, (unsigned long long)seed);
+    uint64_t seed = qt_gpu_test_begin("test_cuda_ops");
     qt_set_num_threads(4);
     /* the custom case's functions read host memory (a CPU-only qt_custom fn); qt_custom
      * on the GPU is covered by test_cuda_quant through QAT's fake-quant */
