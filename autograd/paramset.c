@@ -138,7 +138,8 @@ static void point_params(qt_paramset *ps, float *data, float *grad, qt_device de
     for (int i = 0; i < ps->n; i++) {
         qt_tensor *t = ps->params[i];
         t->data = data + ps->offset[i];
-        t->grad = ps->goffset[i] == (size_t)-1 ? NULL : grad + ps->goffset[i];
+        /* frozen after allocation (LoRA's base: requires_grad off) stays without a grad */
+        t->grad = ps->goffset[i] == (size_t)-1 || !t->requires_grad ? NULL : grad + ps->goffset[i];
         t->device = dev;
     }
     ps->device = dev;
