@@ -3,6 +3,11 @@
  * cosine/linear/constant decay, gradient accumulation, global-norm clipping, a guard
  * against non-finite losses and grads, periodic evaluation with perplexity and a text
  * sample, progress lines and JSONL metrics.
+ *
+ * Besides the model's own paramset a run may train a second one, checkpointed as its
+ * "buffers": QAT's learned scales, or LoRA's adapters. With LoRA the base model is
+ * frozen: the optimizer, clipping and zeroing touch the adapters only, and the model's
+ * optimizer holds no state (it is still written, empty, so a checkpoint reads the same).
  */
 #include <errno.h>
 #include <math.h>
@@ -19,6 +24,7 @@
 #include "qat_recipe.h"
 #include "qt_data.h"
 #include "qt_layers.h"
+#include "qt_lora.h"
 #include "qt_train.h"
 #ifdef QT_HAVE_CUDA
 #include "qt_cuda.h"
@@ -264,6 +270,61 @@ qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
     return recipe_model(r, m, tok, 0);
 }
 
+_Static_assert(QT_RECIPE_LORA_MAX_TARGETS == QT_LORA_MAX_TARGETS, "lora.targets capacity");
+
+/* The recipe's lora: section on m: new adapters (A's init from train.seed) or those of
+ * the PEFT adapter lora.adapter; *out stays NULL without LoRA. Errors (a target that
+ * matches nothing, a rank larger than a layer, an adapter of another model) name the
+ * recipe, the section and the layer. */
+static qt_status lora_prepare(const qt_recipe *r, const char *rpath, qt_model *m,
+                              qt_lora **out) {
+    *out = NULL;
+    if (!qt_recipe_has_lora(r)) return QT_OK;
+    char tbuf[QT_LORA_MAX_TARGETS][96];
+    const char *tptr[QT_LORA_MAX_TARGETS];
+    int n = 0;
+    for (const char *t = r->lora.targets; *t && n < QT_LORA_MAX_TARGETS; n++) {
+        const char *nl = strchr(t, '\n');
+        size_t len = nl ? (size_t)(nl - t) : strlen(t);
+        snprintf(tbuf[n], sizeof tbuf[n], "%.*s", (int)len, t); /* validated: < 96 bytes */
+        tptr[n] = tbuf[n];
+        t += len + (nl ? 1 : 0);
+    }
+    bool nf4 = !strcmp(r->lora.base, "nf4");
+    qt_lora_config c = {.rank = r->lora.rank, .alpha = r->lora.alpha, .rslora = r->lora.rslora,
+                        .dropout = r->lora.dropout, .targets = n ? tptr : NULL, .n_targets = n,
+                        .nf4 = nf4, .seed = (uint64_t)r->train.seed};
+    qt_status st = r->lora.adapter[0] ? qt_lora_load_peft(out, m, r->lora.adapter, nf4)
+                                      : qt_lora_attach(out, m, &c);
+    if (st != QT_OK) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", qt_error_message());
+        *out = NULL;
+        if (r->lora.adapter[0])
+            return QT_ERROR(st, "%s: lora.adapter %s: %s", rpath, r->lora.adapter, why);
+        return QT_ERROR(st, "%s: %s", rpath, why); /* "lora.rank 99 is larger than ..." */
+    }
+    return QT_OK;
+}
+
+/* "LoRA: r 16, alpha 16 (scaling 1), 14 layers (all-linear), 1.2M trainable ..." */
+static void print_lora(const qt_lora *l, const qt_recipe *r, size_t n_base) {
+    char targets[256] = "all-linear";
+    size_t used = 0;
+    for (int i = 0; i < l->cfg.n_targets && used < sizeof targets; i++)
+        used += (size_t)snprintf(targets + used, sizeof targets - used, "%s%s", i ? ", " : "",
+                                 l->cfg.targets[i]);
+    size_t n = l->params.n_total;
+    printf("LoRA: r %d, alpha %g (scaling %g%s), %d layers (%s), %zu trainable parameters "
+           "(%.3f%% of %zu)", l->cfg.rank, (double)l->cfg.alpha, (double)l->scaling,
+           l->cfg.rslora ? ", rsLoRA" : "", l->n, targets, n,
+           100.0 * (double)n / (double)(n + n_base), n + n_base);
+    if (l->cfg.dropout > 0) printf(", dropout %g", (double)l->cfg.dropout);
+    if (l->cfg.nf4) printf("; QLoRA base: NF4, %.3f bits per parameter", qt_lora_nf4_bits(l));
+    if (r->lora.adapter[0]) printf("; from %s", r->lora.adapter);
+    printf("\n");
+}
+
 static void print_sample(const char *text) {
     printf("----- sample -----\n");
     for (const char *p = text; *p; p++) {
@@ -314,6 +375,21 @@ static qt_status pull_state(qt_paramset *ps, qt_adamw *opt, qt_paramset *qps, qt
     return st;
 }
 
+/* The adapters as PEFT writes them, in <output.dir>/adapter/ (after pull_state: the
+ * paramset goes back to the CPU, whose copies the writer reads). */
+static qt_status save_adapter(const qt_recipe *r, qt_lora *l) {
+    qt_paramset *aps = qt_lora_params(l);
+    if (aps->device.kind != QT_DEV_CPU) {
+        qt_status st = qt_paramset_to(aps, (qt_device){QT_DEV_CPU, 0});
+        if (st != QT_OK) return st;
+    }
+    char dir[QT_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/adapter", r->output.dir);
+    qt_status st = qt_lora_save_peft(l, dir, r->model.from[0] ? r->model.from : r->name);
+    if (st == QT_OK) printf("LoRA adapter (PEFT): %s/\n", dir);
+    return st;
+}
+
 qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res) {
     bool resume = opts && opts->resume;
     long stop_at = opts && opts->stop_at > 0 ? opts->stop_at : r->train.steps;
@@ -346,6 +422,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_qat *qat = NULL;
     const char *rpath = opts && opts->recipe_path ? opts->recipe_path : "recipe";
     st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
+    qt_lora *lora = NULL; /* exclusive with qat (the recipe's validation) */
+    if (st == QT_OK) st = lora_prepare(r, rpath, &model, &lora);
     if (st == QT_OK) st = make_dirs(r->output.dir);
     qt_dataset ds = {0};
     qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL
@@ -356,6 +434,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                             .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir};
     if (st == QT_OK) st = qt_dataset_open(&ds, &dc);
     if (st != QT_OK) {
+        qt_lora_free(lora);
         qt_qat_free(qat);
         qt_tokenizer_free(tok);
         qt_model_free(&model);
@@ -365,14 +444,19 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_adamw_config oc = {.lr = r->optimizer.lr, .beta1 = r->optimizer.betas[0],
                           .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
                           .weight_decay = r->optimizer.weight_decay};
-    st = qt_adamw_init(&opt, ps, oc);
-    /* QAT's learnable scales get their own AdamW (lr * qat.weight.lr_ratio, no decay) */
-    qt_paramset *qps = qat ? qt_qat_buffers(qat) : NULL;
+    /* LoRA: the base is frozen, so the model's optimizer is sized for nothing (an empty
+     * paramset): no moments for the base, and no step can move it, weight decay included */
+    qt_paramset none;
+    qt_paramset_init(&none);
+    st = qt_adamw_init(&opt, lora ? &none : ps, oc);
+    /* The second paramset ("buffers" in checkpoints): QAT's learnable scales get their
+     * own AdamW (lr * qat.weight.lr_ratio, no decay); LoRA's adapters get the recipe's */
+    qt_paramset *qps = qat ? qt_qat_buffers(qat) : lora ? qt_lora_params(lora) : NULL;
     qt_adamw qopt = {0};
     bool has_qopt = false;
     if (st == QT_OK && qps && qps->n_grad > 0) {
         qt_adamw_config qoc = oc;
-        qoc.weight_decay = 0.0f;
+        if (qat) qoc.weight_decay = 0.0f;
         st = qt_adamw_init(&qopt, qps, qoc);
         has_qopt = st == QT_OK;
     }
@@ -407,6 +491,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             printf("QAT: %s, fake-quant from step %ld\n", qt_qat_describe(qat, d, sizeof d),
                    r->qat.start_step);
         }
+        if (lora) print_lora(lora, r, ps->n_total);
         fflush(stdout);
     }
 
@@ -449,6 +534,9 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (has_qopt && step == r->qat.start_step && step > 0) qt_qat_init_scales(qat);
         double loss = 0.0;
         for (int micro = 0; micro < r->train.grad_accum && st == QT_OK; micro++) {
+            /* a fresh dropout mask per micro-batch, the same again after a resume */
+            if (lora) qt_lora_set_step(lora, (uint64_t)step * (uint64_t)r->train.grad_accum +
+                                                 (uint64_t)micro);
             qt_ctx_reset(ctx);
             qt_dataset_next(&ds, B, ids, tgt);
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
@@ -463,8 +551,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             tokens += (double)(B * T);
         }
         if (st != QT_OK) break;
-        double sq = 0.0, qsq = 0.0;
-        st = qt_grad_sumsq(ps, &sq);
+        double sq = 0.0, qsq = 0.0; /* LoRA: the norm is the adapters' alone */
+        if (!lora) st = qt_grad_sumsq(ps, &sq);
         if (st == QT_OK && has_qopt) st = qt_grad_sumsq(qps, &qsq);
         if (st != QT_OK) break;
         double gnorm = sqrt(sq + qsq);
@@ -473,7 +561,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             res->skipped_steps++;
             printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n", step,
                    loss, gnorm, bad_run);
-            qt_paramset_zero_grad(ps);
+            if (!lora) qt_paramset_zero_grad(ps);
             if (has_qopt) qt_paramset_zero_grad(qps);
             if (bad_run >= r->train.max_bad_steps)
                 st = QT_ERROR(QT_ENUMERIC, "training diverged: %d non-finite steps in a row "
@@ -483,14 +571,20 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         bad_run = 0;
         if (r->train.grad_clip > 0 && gnorm > r->train.grad_clip) {
             float s = (float)(r->train.grad_clip / gnorm);
-            st = qt_grad_scale(ps, s);
+            if (!lora) st = qt_grad_scale(ps, s);
             if (st == QT_OK && has_qopt) st = qt_grad_scale(qps, s);
             if (st != QT_OK) break;
         }
-        st = qt_adamw_step(&opt, ps, lr);
-        if (st != QT_OK) break;
-        qt_paramset_zero_grad(ps);
-        if (has_qopt) { /* not before fake-quant is on: its step count drives bias correction */
+        if (!lora) {
+            st = qt_adamw_step(&opt, ps, lr);
+            if (st != QT_OK) break;
+            qt_paramset_zero_grad(ps);
+        }
+        if (lora && has_qopt) {
+            st = qt_adamw_step(&qopt, qps, lr);
+            if (st != QT_OK) break;
+            qt_paramset_zero_grad(qps);
+        } else if (has_qopt) { /* QAT: not before fake-quant is on (bias correction) */
             if (step >= r->qat.start_step) {
                 st = qt_adamw_step(&qopt, qps, lr * r->qat.weight.lr_ratio);
                 if (st != QT_OK) break;
@@ -561,6 +655,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     }
     res->seconds = qt_now_s() - t0;
     if (st == QT_OK) st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
+    if (st == QT_OK && lora) st = save_adapter(r, lora);
     if (st == QT_OK && res->weights) {
         size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
         memcpy(res->weights, ps->data, n * sizeof(float));
@@ -572,6 +667,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_ctx_free(ctx);
     qt_adamw_free(&opt);
     if (has_qopt) qt_adamw_free(&qopt);
+    qt_lora_free(lora);
     qt_qat_free(qat);
     qt_model_free(&model);
     qt_tokenizer_free(tok);

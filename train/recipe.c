@@ -135,6 +135,25 @@ static const keydef keys[] = {
     {"qat.lm_head", K_BOOL, F(qat.lm_head), 0, 0, NULL, "also fake-quant the output projection"},
     {"qat.start_step", K_LONG, F(qat.start_step), 0, BIG, NULL,
      "fake-quant turns on at this step (torchtune: about half-way works best)"},
+    {"lora.rank", K_INT, F(lora.rank), 0, 65536, NULL,
+     "LoRA rank r of the adapters (at most min(in, out) of every target layer); 0 = no "
+     "LoRA"},
+    {"lora.alpha", K_FLOAT, F(lora.alpha), 1e-6, 1e6, NULL,
+     "adapter scaling alpha: the update is (alpha / r) B A"},
+    {"lora.dropout", K_FLOAT, F(lora.dropout), 0, 0.999, NULL,
+     "dropout on the adapters' input while training (PEFT's lora_dropout)"},
+    {"lora.rslora", K_BOOL, F(lora.rslora), 0, 0, NULL,
+     "rank-stabilized LoRA: scaling alpha / sqrt(r) instead of alpha / r"},
+    {"lora.targets", K_STRLIST, F(lora.targets), 0, 0, NULL,
+     "Linear layers that get adapters: short names (q_proj, ..., down_proj), module-name "
+     "globs (\"model.layers.1*.mlp.*\"), or all-linear (every decoder Linear, not lm_head; "
+     "[] is the same); each must match a layer"},
+    {"lora.base", K_STR, F(lora.base), 0, 0, "float|nf4",
+     "the frozen base of the target layers: float, or nf4 (QLoRA: NF4 blocks of 64 with "
+     "double-quantized absmax; CPU only for now)"},
+    {"lora.adapter", K_STR, F(lora.adapter), 0, 0, NULL,
+     "PEFT adapter directory to start from (its r, alpha, dropout and targets win over the "
+     "keys above); empty = new adapters"},
     {"quantize.method", K_STR, F(quantize.method), 0, 0, "none|rtn|gptq|awq",
      "qtrain quantize: post-training quantization algorithm"},
     {"quantize.format", K_STR, F(quantize.fmt.format), 0, 0,
@@ -252,6 +271,10 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->output.eval_every = 0;
     r->output.eval_batches = 8;
     r->output.sample_tokens = 200;
+    r->lora.alpha = 16.0f;
+    r->lora.dropout = 0.05f;
+    strcpy(r->lora.targets, "all-linear");
+    strcpy(r->lora.base, "float");
     strcpy(r->qat.weight.format, "none");
     strcpy(r->qat.weight.granularity, "group");
     r->qat.weight.symmetric = true;
@@ -286,6 +309,8 @@ void qt_recipe_defaults(qt_recipe *r) {
 bool qt_recipe_has_qat(const qt_recipe *r) {
     return strcmp(r->qat.weight.format, "none") || strcmp(r->qat.activation.format, "none");
 }
+
+bool qt_recipe_has_lora(const qt_recipe *r) { return r->lora.rank > 0 || r->lora.adapter[0]; }
 
 static const keydef *find_key(const char *key) {
     for (int i = 0; i < N_KEYS; i++)
@@ -588,6 +613,28 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
         qt_recipe_qat q;
         qt_status st = qt_recipe_qat_config(r, p, &q);
         if (st != QT_OK) return st;
+    }
+    if (qt_recipe_has_lora(r)) {
+        if (qt_recipe_has_qat(r))
+            return QT_ERROR(QT_ENOTSUP, "%s: lora and qat together are not supported yet "
+                                        "(QAT-LoRA): set lora.rank 0 or remove the qat: "
+                                        "section", p);
+        if (!strcmp(r->lora.base, "nf4") && !strcmp(r->train.device, "cuda"))
+            return QT_ERROR(QT_ENOTSUP, "%s: lora.base nf4 runs on the CPU only for now (QLoRA's "
+                                        "NF4 base has no CUDA kernels): use train.device cpu or "
+                                        "lora.base float", p);
+        int n = 0;
+        for (const char *t = r->lora.targets; *t; n++) {
+            const char *nl = strchr(t, '\n');
+            size_t len = nl ? (size_t)(nl - t) : strlen(t);
+            if (len >= 96) /* qt_lora keeps each target in 96 bytes */
+                return QT_ERROR(QT_EINVAL, "%s: lora.targets entry \"%.*s\" is longer than 95 "
+                                           "bytes", p, (int)len, t);
+            t += len + (nl ? 1 : 0);
+        }
+        if (n > QT_RECIPE_LORA_MAX_TARGETS)
+            return QT_ERROR(QT_EINVAL, "%s: lora.targets has %d entries, at most %d are taken "
+                                       "(use a glob)", p, n, QT_RECIPE_LORA_MAX_TARGETS);
     }
     if (r->model.from[0]) return QT_OK; /* sizes come from the checkpoint */
     if (!strcmp(r->data.tokenizer, "bytes") && r->model.vocab_size < 256)

@@ -13,6 +13,7 @@
 #include "qt_autograd.h"
 
 #define QT_PATH_MAX 512
+#define QT_RECIPE_LORA_MAX_TARGETS 16 /* qt_lora's QT_LORA_MAX_TARGETS */
 
 /* A weight format as recipes spell it (qat.weight.*, quantize.*). */
 typedef struct {
@@ -72,6 +73,14 @@ typedef struct {
         bool embeddings, lm_head;
         long start_step;            /* fake-quant turns on at this step */
     } qat;
+    struct {                        /* LoRA / QLoRA adapters (lora/); rank 0 = absent */
+        int rank;                   /* r; 0 = no adapters (unless adapter is set) */
+        float alpha, dropout;
+        bool rslora;                /* scaling alpha / sqrt(r) instead of alpha / r */
+        char targets[1024];         /* '\n'-separated short names / globs / all-linear */
+        char base[8];               /* float | nf4 (QLoRA) */
+        char adapter[QT_PATH_MAX];  /* PEFT adapter directory to start from; "" = new */
+    } lora;
     struct {                        /* qtrain quantize (PTQ); method none = absent */
         char method[8];             /* none | rtn | gptq | awq */
         qt_recipe_wfmt fmt;         /* quantize.format, granularity, group_size, ... */
@@ -120,6 +129,8 @@ qt_status qt_recipe_set(qt_recipe *r, const char *assignment);
 qt_status qt_recipe_validate(const qt_recipe *r, const char *path);
 /* True when the recipe asks for QAT (a weight format or activation fake-quant). */
 bool qt_recipe_has_qat(const qt_recipe *r);
+/* True when the recipe asks for LoRA adapters (lora.rank > 0 or lora.adapter). */
+bool qt_recipe_has_lora(const qt_recipe *r);
 
 /* Writes the documented key table (key, type, default, meaning). */
 void qt_recipe_print_keys(FILE *f);

@@ -1,0 +1,125 @@
+/*
+ * bench_lora.c - what QLoRA costs per training step against LoRA on a float base (issue
+ * 6's benchmark): the same Llama, batch and threads, one forward + backward + AdamW
+ * step over the adapters (r 16, all-linear), the base float (LoRA) or NF4 with double
+ * quant (QLoRA), rounds interleaved so machine noise hits both alike; the median step
+ * of each and their ratio (goal <= 1.3x). Also the storage of the adapted base weights:
+ * f32 for LoRA, the packed NF4 for QLoRA (bytes actually held), and their ratio (4.127/32
+ * expected).
+ *
+ * usage: bench_lora [--threads N] [--reps R] [--dim D] [--layers L] [--ffn F]
+ *                   [--batch B] [--seq T] [--rank r]
+ * A benchmark, not a test: never registered with CTest.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lora_internal.h"
+#include "qt_train.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    qt_blas_reexec_if_slow(argv);
+    int threads = 2, reps = 7, dim = 512, layers = 4, ffn = 1536, batch = 8, seq = 256, rank = 16;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        int v = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--threads")) threads = v;
+        else if (!strcmp(argv[i], "--reps")) reps = v;
+        else if (!strcmp(argv[i], "--dim")) dim = v;
+        else if (!strcmp(argv[i], "--layers")) layers = v;
+        else if (!strcmp(argv[i], "--ffn")) ffn = v;
+        else if (!strcmp(argv[i], "--batch")) batch = v;
+        else if (!strcmp(argv[i], "--seq")) seq = v;
+        else if (!strcmp(argv[i], "--rank")) rank = v;
+        else {
+            fprintf(stderr, "bench_lora: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 1000) reps = 7;
+    qt_set_num_threads(threads);
+    qt_llama_config lc = {.vocab_size = 256, .dim = dim, .n_layers = layers, .n_heads = dim / 64,
+                          .n_kv_heads = dim / 128 ? dim / 128 : 1, .ffn_dim = ffn,
+                          .rope_theta = 10000.0f, .norm_eps = 1e-5f, .max_seq_len = seq,
+                          .tied_embeddings = true};
+    qt_model m[2];
+    qt_lora *l[2] = {NULL, NULL};
+    qt_adamw opt[2];
+    for (int k = 0; k < 2; k++) {
+        memset(&m[k], 0, sizeof m[k]);
+        m[k].arch = QT_ARCH_LLAMA;
+        qt_lora_config c = {.rank = rank, .alpha = 16, .nf4 = k == 1, .seed = 1};
+        qt_adamw_config oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+        if (qt_llama_init(&m[k].llama, &lc, 1) != QT_OK || qt_lora_attach(&l[k], &m[k], &c) != QT_OK ||
+            qt_adamw_init(&opt[k], &l[k]->params, oc) != QT_OK) {
+            fprintf(stderr, "bench_lora: %s\n", qt_error_message());
+            return 1;
+        }
+    }
+    qt_ctx *ctx = qt_ctx_new();
+    int32_t *ids = malloc((size_t)batch * seq * sizeof(int32_t));
+    int32_t *tgt = malloc((size_t)batch * seq * sizeof(int32_t));
+    for (int i = 0; i < batch * seq; i++) {
+        ids[i] = (int32_t)(qt_rand_u64(3, (uint64_t)i) % 256);
+        tgt[i] = (int32_t)(qt_rand_u64(4, (uint64_t)i) % 256);
+    }
+    int64_t shape[2] = {batch, seq};
+    double *t = calloc((size_t)2 * (reps + 1), sizeof(double));
+    for (int r = 0; r <= reps; r++) /* round 0 warms up */
+        for (int k = 0; k < 2; k++) {
+            double t0 = now_s();
+            qt_ctx_reset(ctx);
+            qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
+            qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
+            qt_tensor *loss = qt_cross_entropy(ctx, qt_model_forward(ctx, &m[k], x), y, -100);
+            if (!loss || qt_backward(ctx, loss) != QT_OK ||
+                qt_adamw_step(&opt[k], &l[k]->params, 1e-4f) != QT_OK) {
+                fprintf(stderr, "bench_lora: %s %s\n", qt_ctx_error(ctx), qt_error_message());
+                return 1;
+            }
+            qt_paramset_zero_grad(&l[k]->params);
+            t[k * (reps + 1) + r] = now_s() - t0;
+        }
+    double med[2];
+    for (int k = 0; k < 2; k++) {
+        double *row = t + k * (reps + 1) + 1;
+        qsort(row, (size_t)reps, sizeof *row, cmp_double);
+        med[k] = row[reps / 2] * 1e3;
+    }
+    double f32_bytes = 0, nf4_bytes = 0;
+    for (int i = 0; i < l[1]->n; i++) {
+        f32_bytes += 4.0 * (double)qt_numel(l[1]->layers[i].w);
+        nf4_bytes += (double)qt_nf4_base_bytes(l[1]->layers[i].nf4);
+    }
+    printf("bench_lora: Llama dim %d, %d layers, ffn %d, %.1fM params; LoRA r %d all-linear "
+           "(%zu adapter params); batch %d x %d; %d threads; median of %d steps\n", dim, layers,
+           ffn, (double)qt_model_params(&m[0])->n_total / 1e6, rank, l[0]->params.n_total, batch,
+           seq, threads, reps);
+    printf("%-22s %10s %8s %16s\n", "base", "ms/step", "ratio", "base storage MiB");
+    printf("%-22s %10.1f %8.2f %16.2f\n", "float (LoRA)", med[0], 1.0, f32_bytes / 1048576.0);
+    printf("%-22s %10.1f %8.2f %16.2f  (%.4f bits/param, %.4f of f32)\n", "NF4 + dq (QLoRA)",
+           med[1], med[1] / med[0], nf4_bytes / 1048576.0, qt_lora_nf4_bits(l[1]),
+           nf4_bytes / f32_bytes);
+    for (int k = 0; k < 2; k++) {
+        qt_adamw_free(&opt[k]);
+        qt_lora_free(l[k]);
+        qt_model_free(&m[k]);
+    }
+    qt_ctx_free(ctx);
+    free(ids);
+    free(tgt);
+    free(t);
+    return 0;
+}
