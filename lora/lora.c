@@ -156,6 +156,25 @@ static qt_status attach(qt_lora *l, qt_model *m, const qt_lora_config *cfg) {
         ps->params[i]->requires_grad = false;
         ps->params[i]->grad = NULL;
     }
+    if (cfg->nf4 && cfg->base_fq)
+        return QT_ERROR(QT_EINVAL, "lora: an NF4 base (QLoRA) and a fake-quantized base (QAT + "
+                                   "LoRA) are two ways to quantize it: choose one");
+    for (int i = 0; cfg->base_fq && i < l->n; i++) {
+        qt_lora_layer *L = &l->layers[i];
+        if (L->w->device.kind != QT_DEV_CPU)
+            return QT_ERROR(QT_ENOTSUP, "lora: attach before moving the model to the GPU");
+        if (qt_qformat_check(&cfg->base_fmt, L->w->shape[0], L->w->shape[1]) == QT_OK)
+            st = qt_fake_quant(&cfg->base_fmt, L->w->data, L->w->shape[0], L->w->shape[1],
+                               L->w->data, NULL);
+        else
+            st = QT_EINVAL;
+        if (st != QT_OK) {
+            char why[512], fs[64];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            return QT_ERROR(st, "lora: %s: base format %s: %s", L->module,
+                            qt_qformat_str(&cfg->base_fmt, fs, sizeof fs), why);
+        }
+    }
     for (int i = 0; cfg->nf4 && i < l->n; i++) {
         qt_lora_layer *L = &l->layers[i];
         if (L->w->device.kind != QT_DEV_CPU)

@@ -26,6 +26,7 @@
 
 #include "qt_autograd.h"
 #include "qt_layers.h"
+#include "qt_quant.h"
 
 #define QT_LORA_MAX_TARGETS 16
 
@@ -41,6 +42,12 @@ typedef struct {
     const char *const *targets;
     int n_targets;
     bool nf4;             /* QLoRA: the selected base weights stored as NF4 + double quant */
+    /* QAT + LoRA (torchao's QAT-LoRA): the selected base weights pass through this
+     * quantizer-core format (fake_quant: dequantize(quantize(W))), so the adapters learn
+     * on the base the export will hold. The base is frozen, so its fake-quantized value is
+     * computed once, at attach, in place. Not with nf4 (which is this, stored packed). */
+    bool base_fq;
+    qt_qformat base_fmt;
     int nf4_blocksize;    /* 0 = 64 */
     uint64_t seed;        /* A's init; dropout masks also mix in the step */
 } qt_lora_config;

@@ -253,6 +253,42 @@ static void test_qlora(void) {
     qt_model_free(&ref);
 }
 
+/* QAT + LoRA: the frozen base is fake-quantized once, in place, exactly as the quantizer
+ * core's fake_quant; merging folds B A into that base */
+static void test_qat_lora(void) {
+    qt_model m;
+    model_new(&m, 15);
+    qt_tensor *wq = m.llama.layers[1].wq;
+    int64_t n = qt_numel(wq);
+    float *fq = malloc((size_t)n * 4);
+    qt_lora_config c = {.rank = 4, .alpha = 8, .seed = 6, .base_fq = true};
+    CHECK(qt_qformat_parse("int4", &c.base_fmt) == QT_OK, "parse int4");
+    qt_fake_quant(&c.base_fmt, wq->data, wq->shape[0], wq->shape[1], fq, NULL);
+    qt_lora *l = NULL;
+    CHECK(qt_lora_attach(&l, &m, &c) == QT_OK, "QAT + LoRA attach: %s", qt_error_message());
+    if (!l) return;
+    CHECK(!memcmp(wq->data, fq, (size_t)n * 4), "the base is fake_quant(W) bit for bit");
+    int32_t ids[B_ * T_], tgt[B_ * T_];
+    ids_of(ids, tgt, 8);
+    randomize_b(l, 81);
+    static float a1[NLOG], a2[NLOG];
+    run(&m, ids, tgt, a1, false);
+    CHECK(qt_lora_merge(l) == QT_OK, "merge: %s", qt_error_message());
+    run(&m, ids, tgt, a2, false);
+    double e = rel(a2, a1, NLOG);
+    printf("  QAT + LoRA (int4 g32 base): merged vs adapter model logits rel %.2e\n", e);
+    CHECK(e < 1e-5, "merged QAT-LoRA logits equal the adapter model's: %g", e);
+    qt_lora_free(l);
+    free(fq);
+    qt_model_free(&m);
+    /* NF4 and a fake-quant base together: refused */
+    model_new(&m, 16);
+    c.nf4 = true;
+    l = NULL;
+    CHECK(qt_lora_attach(&l, &m, &c) == QT_EINVAL && !l, "nf4 + base_fq refused");
+    qt_model_free(&m);
+}
+
 static void expect_fail(qt_model *m, qt_lora_config c, qt_status want, const char *needle) {
     qt_lora *l = NULL;
     qt_status st = qt_lora_attach(&l, m, &c);
@@ -297,6 +333,7 @@ int main(void) {
     test_start_equal_and_grads();
     test_training_only_adapters();
     test_qlora();
+    test_qat_lora();
     test_bad_input();
     return qt_test_finish("test_lora");
 }

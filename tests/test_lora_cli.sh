@@ -39,8 +39,8 @@ expect 2 '"nope_proj" matches no Linear layer' -- train "$tmp/b3.yaml"
 { base b4; printf 'lora:\n  rank: 4\n  base: bogus\n'; } >"$tmp/b4.yaml"
 expect 2 "$tmp/b4.yaml:8:" -- train "$tmp/b4.yaml"
 expect 2 "lora.base must be one of float|nf4" -- train "$tmp/b4.yaml"
-{ base b5; printf 'lora:\n  rank: 4\nqat:\n  weight: {format: int4, group_size: 16}\n'; } >"$tmp/b5.yaml"
-expect 2 "lora and qat together are not supported" -- train "$tmp/b5.yaml"
+{ base b5; printf 'lora:\n  rank: 4\nqat:\n  weight: {format: int4, group_size: 16}\n  activation: {format: int8}\n'; } >"$tmp/b5.yaml"
+expect 2 "with lora, qat: may only set qat.weight.format" -- train "$tmp/b5.yaml"
 { base b6; printf 'lora:\n  rank: 4\n  base: nf4\n'; } >"$tmp/b6.yaml"
 expect 2 "lora.base nf4 runs on the CPU only" -- train "$tmp/b6.yaml" --set train.device=cuda
 { base b7; printf 'lora:\n  rank: 4\n  dropout: 1\n'; } >"$tmp/b7.yaml"
@@ -81,7 +81,7 @@ falls() {
 }
 # hf_of NAME: the weights of $tmp/NAME/checkpoint.h5 as an HF checkpoint (f32)
 hf_of() {
-  "$Q" export "$tmp/$1/checkpoint.h5" --format hf --out "$tmp/$1-hf" >/dev/null 2>&1 ||
+  "$Q" export "$tmp/$1/checkpoint.h5" --format hf --no-merge --out "$tmp/$1-hf" >/dev/null 2>&1 ||
     bad "export of $1 failed"
 }
 # same_tensors A B: every tensor of safetensors file A equals B's bit for bit (stdlib only)
@@ -153,6 +153,15 @@ hf_of qlora
 same_tensors "$tmp/float-hf/model.safetensors" "$tmp/qlora-hf/model.safetensors" && ok ||
   bad "QLoRA changed the base weights in the checkpoint"
 
+# QAT + LoRA: the frozen base through int4 g16 (fake-quantized once), adapters in f32
+lora_run qatlora '  rank: 4
+  alpha: 8
+qat:
+  weight: {format: int4, group_size: 16}'
+falls qatlora
+grep -q "QAT + LoRA: the base fake-quantized to int4" "$tmp/qatlora.log" && ok ||
+  bad "the QAT + LoRA run does not describe its base: $(grep -m1 LoRA "$tmp/qatlora.log")"
+
 # the adapter loaded back (lora.adapter), not trained (lr 0): the same validation loss
 lora_run again '  rank: 4' --set "lora.adapter=$tmp/lora/adapter" --set optimizer.lr=0 \
   --set train.steps=1 --set schedule.warmup=0
@@ -165,5 +174,5 @@ grep -q "from $tmp/lora/adapter" "$tmp/again.log" && ok || bad "the run does not
   printf 'lora:\n  adapter: %s\n' "$tmp/lora/adapter"; } >"$tmp/wrong.yaml"
 expect 2 "q_proj.lora_A.weight has shape [4, 64], expected [4, 32]" -- train "$tmp/wrong.yaml"
 
-echo "train loss first last: lora $(losses lora), qlora $(losses qlora); val loss: base $(vl float), lora $(vl lora), qlora $(vl qlora)"
+echo "train loss first last: lora $(losses lora), qlora $(losses qlora), qat+lora $(losses qatlora); val loss: base $(vl float), lora $(vl lora), qlora $(vl qlora), qat+lora $(vl qatlora)"
 finish test_lora_cli

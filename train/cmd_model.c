@@ -19,7 +19,7 @@
 
 typedef qt_cli_model trained;
 
-static int load_model(const char *cmd, const char *path, trained *t);
+static int load_model(const char *cmd, const char *path, bool merge_lora, trained *t);
 
 
 /* Applies QAT fake-quant to the loaded model: the qat: section of `qat_recipe` when
@@ -42,6 +42,8 @@ static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
         src = &qr;
         name = qat_recipe;
     }
+    /* QAT + LoRA: its qat: section was the base's format, already in the merged weights */
+    if (!qat_recipe && t->lora[0]) return 0;
     qt_status st = qt_recipe_qat_prepare(src, name, &t->m, &t->qcfg, &t->qat);
     /* a checkpoint trained with static activation observers: the ranges it learned (with
      * --qat on another model they calibrate on the first batch instead) */
@@ -57,7 +59,12 @@ static int apply_qat(const char *cmd, const char *qat_recipe, trained *t) {
 }
 
 int qt_cli_load(const char *cmd, const char *path, const char *qat_recipe, trained *t) {
-    int rc = load_model(cmd, path, t);
+    return qt_cli_load_as(cmd, path, qat_recipe, true, t);
+}
+
+int qt_cli_load_as(const char *cmd, const char *path, const char *qat_recipe, bool merge_lora,
+                   trained *t) {
+    int rc = load_model(cmd, path, merge_lora, t);
     if (rc) return rc;
     rc = apply_qat(cmd, qat_recipe, t);
     if (rc) {
@@ -69,10 +76,11 @@ int qt_cli_load(const char *cmd, const char *path, const char *qat_recipe, train
 }
 
 /* A qtrain checkpoint: rebuilds the model it was trained as (from its stored recipe:
- * new, or model.from), loads its weights and its tokenizer. An HF directory or a GGUF
+ * new, or model.from), loads its weights and its tokenizer; a LoRA run's checkpoint then
+ * gets its adapters merged in (unless merge_lora is false). An HF directory or a GGUF
  * file: loads the pretrained model and its tokenizer. On failure prints the reason for
  * `cmd` and returns the exit code; 0 on success (free with trained_free). */
-static int load_model(const char *cmd, const char *path, trained *t) {
+static int load_model(const char *cmd, const char *path, bool merge_lora, trained *t) {
     memset(t, 0, sizeof *t);
     struct stat sb;
     size_t pl = strlen(path);
@@ -105,6 +113,8 @@ static int load_model(const char *cmd, const char *path, trained *t) {
     if (st == QT_OK) st = qt_recipe_model(&t->r, &t->m, &t->tok);
     if (st == QT_OK) {
         st = qt_checkpoint_load(path, qt_model_params(&t->m), NULL, &t->cs);
+        if (st == QT_OK && merge_lora)
+            st = qt_checkpoint_lora_merge(path, &t->r, &t->m, t->lora, sizeof t->lora);
         if (st != QT_OK) {
             qt_model_free(&t->m);
             qt_tokenizer_free(t->tok);
@@ -453,7 +463,7 @@ int qt_cmd_info(int argc, char **argv) {
     fclose(f);
     if (got == 8 && !memcmp(magic, "\x89HDF\r\n\x1a\n", 8)) {
         trained t;
-        int rc = load_model("info", path, &t);
+        int rc = load_model("info", path, true, &t);
         if (rc) return rc;
         const qt_recipe *rp = &t.r;
         printf("%s: qtrain checkpoint of run \"%s\" after %ld steps (data epoch %ld, seed %ld)\n",
@@ -464,6 +474,7 @@ int qt_cmd_info(int argc, char **argv) {
                     rp->model.n_layers, rp->model.dim, rp->model.n_heads, rp->model.n_kv_heads,
                     rp->model.ffn_dim, rp->model.vocab_size);
         printf(", %zu parameters; tokenizer %s\n", ps->n_total, rp->data.tokenizer);
+        if (t.lora[0]) printf("  adapter: %s, merged into the weights below\n", t.lora);
         for (int i = 0; i < ps->n; i++) {
             char b[64];
             printf("  %-48s %s\n", ps->params[i]->name, qt_shape_str(ps->params[i], b, sizeof b));

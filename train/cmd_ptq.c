@@ -15,6 +15,7 @@
 #include "compare.h"
 #include "loop.h"
 #include "qt_export.h"
+#include "qt_lora.h"
 #include "qt_ptq.h"
 
 #ifndef QT_VERSION_STR
@@ -192,6 +193,26 @@ static void opts_from_recipe(const qt_recipe *r, const qt_tokenizer *tok, qt_exp
     if (n > 5 && !strcmp(tk + n - 5, ".json")) o->tokenizer_json = tk;
 }
 
+/* model.from a LoRA run's checkpoint: desc gets "LoRA r 4 on the float base" (the model
+ * qt_recipe_model builds from it has the adapter merged in), else "". */
+static void lora_of(const char *from, char *desc, size_t n) {
+    desc[0] = 0;
+    size_t len = strlen(from);
+    if (len < 4 || strcmp(from + len - 3, ".h5")) return;
+    char *text = NULL;
+    qt_recipe r;
+    qt_recipe_defaults(&r);
+    if (qt_checkpoint_recipe(from, &text) == QT_OK && qt_recipe_load_string(from, text, &r) == QT_OK &&
+        qt_recipe_has_lora(&r))
+        snprintf(desc, n, "LoRA r %d on the %s base", r.lora.rank, r.lora.base);
+    free(text);
+}
+
+/* The comparison's reference, when it is an adapter model merged. */
+static void print_reference(const char *cmd, const char *lora) {
+    if (lora[0]) printf("qtrain %s: reference: the merged adapter model (%s)\n", cmd, lora);
+}
+
 /* Loads the export at `path` and reports it against ref. */
 static int compare_file(const char *cmd, qt_model *ref, const char *path, const int32_t *ids,
                         long n, long context, long stride) {
@@ -361,6 +382,9 @@ int qt_cmd_quantize(int argc, char **argv) {
             if (qt_model_context(&ref) > 0 && context > qt_model_context(&ref))
                 context = qt_model_context(&ref);
             long stride = context / 2 ? context / 2 : 1;
+            char lora[160];
+            lora_of(r.model.from, lora, sizeof lora);
+            print_reference("quantize", lora);
             for (int j = 0; j < n_jobs && rc == 0; j++)
                 rc = compare_file("quantize", &ref, jobs[j].path, ids, (long)n, context, stride);
             if (n_jobs == 0) { /* export.write false: the quantized model in memory */
@@ -389,7 +413,13 @@ static void export_usage(FILE *f) {
     fprintf(f,
             "usage: qtrain export MODEL --format gguf|gptq|awq|bnb-nf4|fp8|hf --out PATH\n"
             "                     [--quant FORMAT] [--data FILE] [--no-compare]\n"
-            "  MODEL: a qtrain checkpoint (.h5), an HF directory or a GGUF file.\n"
+            "                     [--merge ADAPTER_DIR [--nf4]] [--no-merge]\n"
+            "  MODEL: a qtrain checkpoint (.h5), an HF directory or a GGUF file. A LoRA\n"
+            "  run's checkpoint is exported with its adapter merged in (QLoRA: into the\n"
+            "  dequantized NF4 base); --no-merge exports its frozen base instead.\n"
+            "  --merge ADAPTER_DIR merges a PEFT adapter (adapter_config.json and\n"
+            "  adapter_model.safetensors) into MODEL first; --nf4 merges it into MODEL's\n"
+            "  NF4-dequantized weights, the base a QLoRA adapter was trained against.\n"
             "  A checkpoint trained with QAT is exported as trained: its weights quantized by\n"
             "  the same quantizer its fake-quant used (bit for bit). Any other model is\n"
             "  rounded to nearest in FORMAT (default: gguf q8_0, gptq int4 g128 symmetric,\n"
@@ -399,9 +429,46 @@ static void export_usage(FILE *f) {
             "  validation part of a checkpoint's data.train; --no-compare skips it).\n");
 }
 
+/* Loads MODEL for export (a LoRA checkpoint merged unless no_merge), then merges the
+ * PEFT adapter `adapter` into it (nf4: into its NF4-dequantized weights). */
+static int load_for_export(const char *model, const char *adapter, bool nf4, bool no_merge,
+                           qt_cli_model *t) {
+    if (adapter) { /* before the model loads: a bad --merge fails fast, naming the dir */
+        char cfg[QT_PATH_MAX + 32];
+        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", adapter);
+        struct stat sb;
+        if (stat(cfg, &sb) != 0) {
+            fprintf(stderr, "qtrain export: --merge %s: not a PEFT adapter directory (no "
+                            "adapter_config.json: %s)\n", adapter, strerror(errno));
+            return 2;
+        }
+    }
+    int rc = qt_cli_load_as("export", model, NULL, !no_merge, t);
+    if (rc || !adapter) return rc;
+    qt_lora *l = NULL;
+    qt_status st = qt_lora_load_peft(&l, &t->m, adapter, nf4);
+    if (st == QT_OK) st = qt_lora_merge(l);
+    if (st == QT_OK) {
+        char was[64]; /* the checkpoint's own, "LoRA r 4 on the float base" */
+        snprintf(was, sizeof was, "%.63s", t->lora);
+        snprintf(t->lora, sizeof t->lora, "%s%sPEFT adapter %s, LoRA r %d on the %s base", was,
+                 was[0] ? " + " : "", adapter, l->cfg.rank, nf4 ? "nf4" : "float");
+        fprintf(stderr, "qtrain export: merged %s into %s (LoRA r %d, %d layers, %s base)\n",
+                adapter, model, l->cfg.rank, l->n, nf4 ? "nf4" : "float");
+    }
+    qt_lora_free(l); /* the merged weights stay in the model */
+    if (st != QT_OK) {
+        fprintf(stderr, "qtrain export: --merge %s: %s\n", adapter, qt_error_message());
+        qt_cli_model_free(t);
+        return qt_cli_exit_code(st);
+    }
+    return 0;
+}
+
 int qt_cmd_export(int argc, char **argv) {
     const char *model = NULL, *fmt_name = NULL, *out = NULL, *quant = NULL, *data = NULL;
-    bool compare = true;
+    const char *adapter = NULL;
+    bool compare = true, nf4 = false, no_merge = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             export_usage(stdout);
@@ -412,6 +479,9 @@ int qt_cmd_export(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant = argv[++i];
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--no-compare")) compare = false;
+        else if (!strcmp(argv[i], "--merge") && i + 1 < argc) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--nf4")) nf4 = true;
+        else if (!strcmp(argv[i], "--no-merge")) no_merge = true;
         else if (argv[i][0] != '-' && !model) model = argv[i];
         else {
             fprintf(stderr, "qtrain export: unexpected argument '%s'\n", argv[i]);
@@ -423,13 +493,17 @@ int qt_cmd_export(int argc, char **argv) {
         export_usage(stderr);
         return 2;
     }
+    if (nf4 && !adapter) {
+        fprintf(stderr, "qtrain export: --nf4 applies to --merge ADAPTER_DIR\n");
+        return 2;
+    }
     if (!strcmp(fmt_name, "hf")) { /* the float weights as an HF checkpoint */
         if (quant) {
             fprintf(stderr, "qtrain export: --format hf writes float weights; --quant does not apply\n");
             return 2;
         }
         qt_cli_model t;
-        int rc = qt_cli_load("export", model, NULL, &t);
+        int rc = load_for_export(model, adapter, nf4, no_merge, &t);
         if (rc) return rc;
         qt_status st = make_parent(out);
         if (st == QT_OK) st = qt_model_save_hf(&t.m, out, QT_F32);
@@ -466,7 +540,7 @@ int qt_cmd_export(int argc, char **argv) {
         return 2;
     }
     qt_cli_model t;
-    int rc = qt_cli_load("export", model, NULL, &t);
+    int rc = load_for_export(model, adapter, nf4, no_merge, &t);
     if (rc) return rc;
     bool from_qat = t.qat != NULL;
     if (from_qat && quant) {
@@ -523,7 +597,7 @@ int qt_cmd_export(int argc, char **argv) {
         return 0;
     }
     qt_cli_model ref;
-    rc = qt_cli_load("export", model, NULL, &ref);
+    rc = load_for_export(model, adapter, nf4, no_merge, &ref);
     qt_cli_model_free(&t);
     if (rc) return rc;
     int32_t *ids = NULL;
@@ -555,6 +629,7 @@ int qt_cmd_export(int argc, char **argv) {
         long cap = ref.path ? ref.r.data.seq_len : 2048;
         if (context <= 0 || context > cap) context = cap;
         long stride = context / 2 ? context / 2 : 1;
+        print_reference("export", ref.lora);
         rc = compare_file("export", &ref.m, out, ids, (long)n, context, stride);
     }
     free(ids);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "cli.h"
 #include "loop.h"
 #include "qt_export.h"
 #include "qat_recipe.h"
@@ -189,11 +190,55 @@ static bool ends_with(const char *s, const char *suffix) {
     return n > k && !strcmp(s + n - k, suffix);
 }
 
+static qt_status lora_prepare(const qt_recipe *r, const char *rpath, qt_model *m,
+                              bool base_as_stored, qt_lora **out);
+
+/* After merging, the model is trained like any other (model.from of a QAT or a further
+ * run): LoRA's attach froze every base parameter, so give back the grad slots it had. */
+static void unfreeze(qt_model *m) {
+    qt_paramset *ps = qt_model_params(m);
+    for (int i = 0; i < ps->n; i++) {
+        if (ps->goffset[i] == (size_t)-1) continue; /* frozen from the start */
+        ps->params[i]->requires_grad = true;
+        ps->params[i]->grad = (ps->dgrad ? ps->dgrad : ps->grad) + ps->goffset[i];
+    }
+}
+
+qt_status qt_checkpoint_lora_merge(const char *path, const qt_recipe *r, qt_model *m,
+                                   char *desc, size_t n) {
+    if (desc && n) desc[0] = 0;
+    if (!qt_recipe_has_lora(r)) return QT_OK;
+    qt_lora *l = NULL;
+    qt_status st = lora_prepare(r, path, m, true, &l);
+    if (st == QT_OK) {
+        st = qt_checkpoint_load_buffers(path, qt_lora_params(l), NULL);
+        if (st != QT_OK) {
+            char why[768];
+            snprintf(why, sizeof why, "%s", qt_error_message());
+            st = QT_ERROR(st, "%s: the LoRA adapters (checkpoint buffers): %s", path, why);
+        }
+    }
+    if (st == QT_OK) st = qt_lora_merge(l);
+    if (st == QT_OK) {
+        char d[128];
+        snprintf(d, sizeof d, "LoRA r %d on the %s base", l->cfg.rank,
+                 l->cfg.nf4 ? "nf4" : qt_recipe_has_qat(r) ? "fake-quantized" : "float");
+        if (desc && n) snprintf(desc, n, "%s", d);
+        /* stderr: generate's stdout is the text */
+        fprintf(stderr, "%s: merged its adapter into the model (%s, %d layers)\n", path, d,
+                l->n);
+    }
+    qt_lora_free(l); /* the merged weights stay in the model; the hook is gone */
+    if (st == QT_OK) unfreeze(m);
+    return st;
+}
+
 /* depth guards a checkpoint whose recipe names itself (or a cycle) as model.from.
  * A checkpoint trained from another (model.from: base.h5) stores every weight but only
  * its recipe: the chain of recipes rebuilds the model's shape (and tokenizer), so the
  * base files must stay where they were; only the outermost checkpoint's weights are
- * read (the inner ones would be overwritten). */
+ * read (the inner ones would be overwritten). A LoRA run's checkpoint is its adapted
+ * model: the base, its adapters merged in. */
 static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok, int depth) {
     memset(m, 0, sizeof *m);
     *tok = NULL;
@@ -216,6 +261,8 @@ static qt_status recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **to
         if (st == QT_OK && depth == 0) {
             qt_ckpt_state cs;
             st = qt_checkpoint_load(from, qt_model_params(m), NULL, &cs);
+            /* a LoRA run's checkpoint: the frozen base, its adapters merged in */
+            if (st == QT_OK) st = qt_checkpoint_lora_merge(from, &base, m, NULL, 0);
             if (st != QT_OK) {
                 qt_model_free(m);
                 qt_tokenizer_free(base_tok);
@@ -277,7 +324,7 @@ _Static_assert(QT_RECIPE_LORA_MAX_TARGETS == QT_LORA_MAX_TARGETS, "lora.targets 
  * matches nothing, a rank larger than a layer, an adapter of another model) name the
  * recipe, the section and the layer. */
 static qt_status lora_prepare(const qt_recipe *r, const char *rpath, qt_model *m,
-                              qt_lora **out) {
+                              bool base_as_stored, qt_lora **out) {
     *out = NULL;
     if (!qt_recipe_has_lora(r)) return QT_OK;
     char tbuf[QT_LORA_MAX_TARGETS][96];
@@ -294,6 +341,15 @@ static qt_status lora_prepare(const qt_recipe *r, const char *rpath, qt_model *m
     qt_lora_config c = {.rank = r->lora.rank, .alpha = r->lora.alpha, .rslora = r->lora.rslora,
                         .dropout = r->lora.dropout, .targets = n ? tptr : NULL, .n_targets = n,
                         .nf4 = nf4, .seed = (uint64_t)r->train.seed};
+    /* QAT + LoRA: the base through qat.weight (validated); not again for a checkpoint's
+     * base, stored as trained against (fake-quant is not idempotent: amax shrinks) */
+    if (qt_recipe_has_qat(r) && !base_as_stored) {
+        qt_recipe_qat q;
+        qt_status st = qt_recipe_qat_config(r, rpath, &q);
+        if (st != QT_OK) return st;
+        c.base_fq = true;
+        c.base_fmt = q.cfg.weight;
+    }
     qt_status st = r->lora.adapter[0] ? qt_lora_load_peft(out, m, r->lora.adapter, nf4)
                                       : qt_lora_attach(out, m, &c);
     if (st != QT_OK) {
@@ -321,6 +377,11 @@ static void print_lora(const qt_lora *l, const qt_recipe *r, size_t n_base) {
            100.0 * (double)n / (double)(n + n_base), n + n_base);
     if (l->cfg.dropout > 0) printf(", dropout %g", (double)l->cfg.dropout);
     if (l->cfg.nf4) printf("; QLoRA base: NF4, %.3f bits per parameter", qt_lora_nf4_bits(l));
+    if (l->cfg.base_fq) {
+        char fs[64];
+        printf("; QAT + LoRA: the base fake-quantized to %s",
+               qt_qformat_str(&l->cfg.base_fmt, fs, sizeof fs));
+    }
     if (r->lora.adapter[0]) printf("; from %s", r->lora.adapter);
     printf("\n");
 }
@@ -421,9 +482,10 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_recipe_qat qcfg;
     qt_qat *qat = NULL;
     const char *rpath = opts && opts->recipe_path ? opts->recipe_path : "recipe";
-    st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
-    qt_lora *lora = NULL; /* exclusive with qat (the recipe's validation) */
-    if (st == QT_OK) st = lora_prepare(r, rpath, &model, &lora);
+    /* with lora, a qat: section is the base's format (QAT + LoRA), applied by lora_prepare */
+    if (!qt_recipe_has_lora(r)) st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
+    qt_lora *lora = NULL;
+    if (st == QT_OK) st = lora_prepare(r, rpath, &model, false, &lora);
     if (st == QT_OK) st = make_dirs(r->output.dir);
     qt_dataset ds = {0};
     qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL

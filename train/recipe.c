@@ -615,10 +615,23 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
         if (st != QT_OK) return st;
     }
     if (qt_recipe_has_lora(r)) {
-        if (qt_recipe_has_qat(r))
-            return QT_ERROR(QT_ENOTSUP, "%s: lora and qat together are not supported yet "
-                                        "(QAT-LoRA): set lora.rank 0 or remove the qat: "
-                                        "section", p);
+        if (qt_recipe_has_qat(r)) { /* QAT + LoRA: the frozen base through qat.weight */
+            qt_recipe_qat q;
+            qt_status st = qt_recipe_qat_config(r, p, &q);
+            if (st != QT_OK) return st;
+            if (!q.cfg.weight_on || q.cfg.act.mode != QT_ACT_NONE || q.cfg.learnable ||
+                r->qat.start_step > 0)
+                return QT_ERROR(QT_ENOTSUP, "%s: with lora, qat: may only set qat.weight.format "
+                                            "(the frozen base passes through it, as torchao's "
+                                            "QAT-LoRA); activations, learnable scales and "
+                                            "qat.start_step are not supported with adapters", p);
+            if (!strcmp(r->lora.base, "nf4"))
+                return QT_ERROR(QT_EINVAL, "%s: lora.base nf4 and qat.weight are two ways to "
+                                           "quantize the base: choose one", p);
+            if (r->lora.adapter[0])
+                return QT_ERROR(QT_ENOTSUP, "%s: lora.adapter with a qat: section is not "
+                                            "supported yet (start new adapters)", p);
+        }
         if (!strcmp(r->lora.base, "nf4") && !strcmp(r->train.device, "cuda"))
             return QT_ERROR(QT_ENOTSUP, "%s: lora.base nf4 runs on the CPU only for now (QLoRA's "
                                         "NF4 base has no CUDA kernels): use train.device cpu or "
