@@ -5,6 +5,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -188,4 +190,21 @@ qt_status qt_paramset_pull(qt_paramset *ps) {
     if (!ps->ddata) return QT_OK;
     return qt_device_copy((qt_device){QT_DEV_CPU, 0}, ps->data, ps->device, ps->ddata,
                           ps->n_total * sizeof(float));
+}
+
+qt_status qt_paramset_release(qt_paramset *ps, const qt_tensor *t) {
+    if (ps->ddata)
+        return QT_ERROR(QT_ESTATE, "paramset_release: the parameters are on %s",
+                        qt_device_name(ps->device));
+    int i = 0;
+    while (i < ps->n && ps->params[i] != t) i++;
+    if (i == ps->n) return QT_ERROR(QT_EINVAL, "paramset_release: not a parameter of this set");
+    /* the whole pages inside the parameter's range; the partial pages at its ends stay */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t s = (uintptr_t)(ps->data + ps->offset[i]);
+    uintptr_t e = s + (uintptr_t)qt_numel(t) * sizeof(float);
+    uintptr_t a = (s + pg - 1) & ~(pg - 1), b = e & ~(pg - 1);
+    if (b > a && madvise((void *)a, b - a, MADV_DONTNEED) != 0)
+        return QT_ERROR(QT_EIO, "paramset_release(%s): madvise failed", t->name);
+    return QT_OK;
 }

@@ -235,6 +235,11 @@ qt_tensor *qt_paramset_find(const qt_paramset *ps, const char *name);
 qt_status qt_paramset_to(qt_paramset *ps, qt_device dev);
 /* Copies the device values into ps->data (checkpoints and exports read the host). */
 qt_status qt_paramset_pull(qt_paramset *ps);
+/* Gives the host memory of parameter t back to the OS (madvise MADV_DONTNEED on the
+ * whole pages inside its range): its values read as 0 afterwards until written again,
+ * which brings the memory back. For weights held elsewhere meanwhile (QLoRA's NF4 base);
+ * host parameters only. */
+qt_status qt_paramset_release(qt_paramset *ps, const qt_tensor *t);
 void qt_paramset_zero_grad(qt_paramset *ps);
 
 /* ---------------------------------------------------------------- autograd ---- */

@@ -25,6 +25,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* resident memory of this process, bytes (/proc/self/statm) */
+static double rss_bytes(void) {
+    long pages = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (double)res * 4096.0;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -57,16 +68,23 @@ int main(int argc, char **argv) {
     qt_model m[2];
     qt_lora *l[2] = {NULL, NULL};
     qt_adamw opt[2];
+    double rss_delta[2]; /* resident memory the attach added (QLoRA: minus the f32 released) */
     for (int k = 0; k < 2; k++) {
         memset(&m[k], 0, sizeof m[k]);
         m[k].arch = QT_ARCH_LLAMA;
         qt_lora_config c = {.rank = rank, .alpha = 16, .nf4 = k == 1, .seed = 1};
         qt_adamw_config oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
-        if (qt_llama_init(&m[k].llama, &lc, 1) != QT_OK || qt_lora_attach(&l[k], &m[k], &c) != QT_OK ||
+        if (qt_llama_init(&m[k].llama, &lc, 1) != QT_OK) {
+            fprintf(stderr, "bench_lora: %s\n", qt_error_message());
+            return 1;
+        }
+        double r0 = rss_bytes();
+        if (qt_lora_attach(&l[k], &m[k], &c) != QT_OK ||
             qt_adamw_init(&opt[k], &l[k]->params, oc) != QT_OK) {
             fprintf(stderr, "bench_lora: %s\n", qt_error_message());
             return 1;
         }
+        rss_delta[k] = rss_bytes() - r0;
     }
     qt_ctx *ctx = qt_ctx_new();
     int32_t *ids = malloc((size_t)batch * seq * sizeof(int32_t));
@@ -112,6 +130,9 @@ int main(int argc, char **argv) {
     printf("%-22s %10.1f %8.2f %16.2f  (%.4f bits/param, %.4f of f32)\n", "NF4 + dq (QLoRA)",
            med[1], med[1] / med[0], nf4_bytes / 1048576.0, qt_lora_nf4_bits(l[1]),
            nf4_bytes / f32_bytes);
+    printf("resident memory change at attach (adapters, their optimizer state, and for QLoRA "
+           "the NF4 minus the released f32 copies): LoRA %+.1f MiB, QLoRA %+.1f MiB\n",
+           rss_delta[0] / 1048576.0, rss_delta[1] / 1048576.0);
     for (int k = 0; k < 2; k++) {
         qt_adamw_free(&opt[k]);
         qt_lora_free(l[k]);

@@ -188,8 +188,30 @@ static qt_status attach(qt_lora *l, qt_model *m, const qt_lora_config *cfg) {
             return QT_ERROR(st, "lora: %s: %s", L->module, why);
         }
     }
+    if (cfg->nf4 && (st = qt_lora_release_base(l)) != QT_OK) return st;
     qt_linear_hook h = {.linear = hook_linear, .embedding = NULL, .user = l};
     qt_model_set_hook(m, &h);
+    return QT_OK;
+}
+
+qt_status qt_lora_release_base(qt_lora *l) {
+    qt_paramset *ps = qt_model_params(l->m);
+    for (int i = 0; i < l->n; i++) {
+        if (!l->layers[i].nf4) continue;
+        qt_status st = qt_paramset_release(ps, l->layers[i].w);
+        if (st != QT_OK) return st;
+    }
+    return QT_OK;
+}
+
+qt_status qt_lora_restore_base(qt_lora *l) {
+    for (int i = 0; i < l->n; i++) {
+        qt_lora_layer *L = &l->layers[i];
+        if (!L->nf4) continue;
+        if (L->w->device.kind != QT_DEV_CPU)
+            return QT_ERROR(QT_ESTATE, "lora: restoring %s: the model is not on the CPU", L->module);
+        qt_nf4_base_rows(L->nf4, 0, L->nf4->rows, L->w->data);
+    }
     return QT_OK;
 }
 

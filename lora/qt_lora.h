@@ -93,6 +93,13 @@ qt_status qt_lora_base_weight(const qt_lora *l, int layer, float *out);
  * dequantized NF4, not the original float weights), writes it into the model's weight,
  * removes the hook. The model is then a plain float model; l keeps the adapters. */
 qt_status qt_lora_merge(qt_lora *l);
+/* QLoRA: the f32 copies of the NF4-held base weights are given back to the OS at attach
+ * (qt_paramset_release), so the model holds each adapted matrix once, as 4.127-bit NF4.
+ * qt_lora_restore_base writes their dequantized values back (a checkpoint stores the base
+ * as trained against; NF4 of those values is the same NF4), qt_lora_release_base frees
+ * them again. No-ops without nf4. */
+qt_status qt_lora_restore_base(qt_lora *l);
+qt_status qt_lora_release_base(qt_lora *l);
 /* Measured storage of the QLoRA base weights: bits per parameter over every selected
  * layer (codes, absmax codes, second-level absmax, offset), 0 without nf4. */
 double qt_lora_nf4_bits(const qt_lora *l);

@@ -197,7 +197,9 @@ static void test_qlora(void) {
         float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
         qt_qformat f = {.kind = QT_QF_NF4, .bits = 4, .group_size = 64, .double_quant = true};
         qt_qtensor q;
-        qt_quantize(&f, L->w->data, L->w->shape[0], L->w->shape[1], &q);
+        /* the original weights: the same seed's model (this one's f32 copy is released) */
+        const qt_tensor *orig = qt_paramset_find(qt_model_params(&ref), L->w->name);
+        qt_quantize(&f, orig->data, L->w->shape[0], L->w->shape[1], &q);
         qt_dequantize(&q, a);
         qt_lora_base_weight(l, i, b);
         exact = !memcmp(a, b, (size_t)n * 4);
@@ -205,6 +207,21 @@ static void test_qlora(void) {
         qt_qtensor_free(&q);
         free(a);
         free(b);
+    }
+    /* the f32 copies are released (zeros); restore writes the dequantized NF4 back */
+    {
+        qt_lora_layer *L = &l->layers[0];
+        int64_t n = qt_numel(L->w), nz = 0;
+        for (int64_t j = 0; j < n; j++) nz += ((float *)L->w->data)[j] != 0.0f;
+        /* whole pages go back; the partial pages at the two ends stay (<= 2 x 4 KiB) */
+        CHECK(nz <= 2 * 1024 && nz < n, "the released base reads zero but for its edge pages: "
+              "%lld of %lld non-zero", (long long)nz, (long long)n);
+        float *d = malloc((size_t)n * 4);
+        qt_lora_base_weight(l, 0, d);
+        CHECK(qt_lora_restore_base(l) == QT_OK && !memcmp(d, L->w->data, (size_t)n * 4),
+              "restore writes the dequantized NF4");
+        CHECK(qt_lora_release_base(l) == QT_OK, "release again");
+        free(d);
     }
     /* the reference: a float model whose weights are the dequantized NF4, same adapters */
     CHECK(qt_lora_attach(&lr, &ref, &(qt_lora_config){.rank = 4, .alpha = 16, .rslora = true,

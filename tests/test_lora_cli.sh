@@ -149,8 +149,15 @@ lora_run qlora '  rank: 4
 falls qlora
 grep -q "QLoRA base: NF4, 4.1" "$tmp/qlora.log" && ok ||
   bad "the QLoRA run does not describe its base: $(grep -m1 LoRA "$tmp/qlora.log")"
+# a QLoRA checkpoint stores the base as trained against: the adapted layers NF4-rounded
+# (the f32 copies are released while training). Training must not move it: the base of
+# the trained run equals that of the same run at lr 0
+lora_run qlora0 '  rank: 4
+  alpha: 8
+  base: nf4' --set optimizer.lr=0 --set train.steps=1 --set schedule.warmup=0
 hf_of qlora
-same_tensors "$tmp/float-hf/model.safetensors" "$tmp/qlora-hf/model.safetensors" && ok ||
+hf_of qlora0
+same_tensors "$tmp/qlora0-hf/model.safetensors" "$tmp/qlora-hf/model.safetensors" && ok ||
   bad "QLoRA changed the base weights in the checkpoint"
 
 # QAT + LoRA: the frozen base through int4 g16 (fake-quantized once), adapters in f32

@@ -575,6 +575,9 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                           ckpt, cs.seed, r->train.seed);
         if (st == QT_OK && qps)
             st = qt_checkpoint_load_buffers(ckpt, qps, has_qopt ? &qopt : NULL);
+        /* QLoRA: the checkpoint's base (the dequantized NF4) went back into the released
+         * f32 copies; the NF4 already holds it */
+        if (st == QT_OK && lora) st = qt_lora_release_base(lora);
         if (st == QT_OK) st = qt_dataset_seek(&ds, cs.data_epoch, cs.data_pos);
         if (st == QT_OK) {
             start = cs.step;
@@ -709,15 +712,20 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
             st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
+            /* QLoRA: the base as trained against (dequantized NF4) for the file, then
+             * released again */
+            if (st == QT_OK && lora) st = qt_lora_restore_base(lora);
             if (st == QT_OK)
                 st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text, qps,
                                         has_qopt ? &qopt : NULL);
+            if (st == QT_OK && lora) st = qt_lora_release_base(lora);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
     res->seconds = qt_now_s() - t0;
     if (st == QT_OK) st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
     if (st == QT_OK && lora) st = save_adapter(r, lora);
+    if (st == QT_OK && res->weights && lora) st = qt_lora_restore_base(lora);
     if (st == QT_OK && res->weights) {
         size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
         memcpy(res->weights, ps->data, n * sizeof(float));
