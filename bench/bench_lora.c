@@ -14,16 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lora_internal.h"
+#include "bench_util.h"
 #include "qt_train.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* resident memory of this process, bytes (/proc/self/statm) */
 static double rss_bytes(void) {
@@ -36,30 +31,13 @@ static double rss_bytes(void) {
     return (double)res * 4096.0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     qt_blas_reexec_if_slow(argv);
-    int threads = 2, reps = 7, dim = 512, layers = 4, ffn = 1536, batch = 8, seq = 256, rank = 16;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        int v = atoi(argv[i + 1]);
-        if (!strcmp(argv[i], "--threads")) threads = v;
-        else if (!strcmp(argv[i], "--reps")) reps = v;
-        else if (!strcmp(argv[i], "--dim")) dim = v;
-        else if (!strcmp(argv[i], "--layers")) layers = v;
-        else if (!strcmp(argv[i], "--ffn")) ffn = v;
-        else if (!strcmp(argv[i], "--batch")) batch = v;
-        else if (!strcmp(argv[i], "--seq")) seq = v;
-        else if (!strcmp(argv[i], "--rank")) rank = v;
-        else {
-            fprintf(stderr, "bench_lora: unknown option %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (reps < 1 || reps > 1000) reps = 7;
+    bench_opts o;
+    if (bench_parse(argc, argv, "bench_lora", true, &o)) return 2;
+    int threads = o.threads, reps = o.reps, dim = o.dim, layers = o.layers, ffn = o.ffn,
+        batch = o.batch, seq = o.seq, rank = o.rank;
     qt_set_num_threads(threads);
     qt_llama_config lc = {.vocab_size = 256, .dim = dim, .n_layers = layers, .n_heads = dim / 64,
                           .n_kv_heads = dim / 128 ? dim / 128 : 1, .ffn_dim = ffn,
@@ -97,7 +75,7 @@ int main(int argc, char **argv) {
     double *t = calloc((size_t)2 * (reps + 1), sizeof(double));
     for (int r = 0; r <= reps; r++) /* round 0 warms up */
         for (int k = 0; k < 2; k++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             qt_ctx_reset(ctx);
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
             qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
@@ -108,12 +86,12 @@ int main(int argc, char **argv) {
                 return 1;
             }
             qt_paramset_zero_grad(&l[k]->params);
-            t[k * (reps + 1) + r] = now_s() - t0;
+            t[k * (reps + 1) + r] = bench_now_s() - t0;
         }
     double med[2];
     for (int k = 0; k < 2; k++) {
         double *row = t + k * (reps + 1) + 1;
-        qsort(row, (size_t)reps, sizeof *row, cmp_double);
+        qsort(row, (size_t)reps, sizeof *row, bench_cmp_double);
         med[k] = row[reps / 2] * 1e3;
     }
     double f32_bytes = 0, nf4_bytes = 0;

@@ -12,22 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "qt_layers.h"
 #include "qt_qat.h"
+#include "bench_util.h"
 #include "qt_train.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct {
     const char *name;
@@ -37,22 +28,10 @@ typedef struct {
 
 int main(int argc, char **argv) {
     qt_blas_reexec_if_slow(argv);
-    int threads = 2, reps = 7, dim = 512, layers = 4, ffn = 1536, batch = 8, seq = 256;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        int v = atoi(argv[i + 1]);
-        if (!strcmp(argv[i], "--threads")) threads = v;
-        else if (!strcmp(argv[i], "--reps")) reps = v;
-        else if (!strcmp(argv[i], "--dim")) dim = v;
-        else if (!strcmp(argv[i], "--layers")) layers = v;
-        else if (!strcmp(argv[i], "--ffn")) ffn = v;
-        else if (!strcmp(argv[i], "--batch")) batch = v;
-        else if (!strcmp(argv[i], "--seq")) seq = v;
-        else {
-            fprintf(stderr, "bench_qat: unknown option %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (reps < 1 || reps > 1000) reps = 7;
+    bench_opts o;
+    if (bench_parse(argc, argv, "bench_qat", false, &o)) return 2;
+    int threads = o.threads, reps = o.reps, dim = o.dim, layers = o.layers, ffn = o.ffn,
+        batch = o.batch, seq = o.seq;
     qt_set_num_threads(threads);
     const config cfgs[] = {
         {"float", NULL, false},       {"int4 g32", "int4", false}, {"8da4w", "int4", true},
@@ -94,7 +73,7 @@ int main(int argc, char **argv) {
                     return 1;
                 }
             }
-            double t0 = now_s();
+            double t0 = bench_now_s();
             qt_ctx_reset(ctx);
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
             qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
@@ -105,7 +84,7 @@ int main(int argc, char **argv) {
             }
             qt_adamw_step(&opt, ps, 1e-5f);
             qt_paramset_zero_grad(ps);
-            t[c * (reps + 1) + r] = now_s() - t0;
+            t[c * (reps + 1) + r] = bench_now_s() - t0;
             qt_qat_free(q);
         }
     double base = 0;
@@ -115,7 +94,7 @@ int main(int argc, char **argv) {
     printf("%-14s %10s %8s\n", "fake-quant", "ms/step", "ratio");
     for (int c = 0; c < N; c++) {
         double *row = t + c * (reps + 1) + 1;
-        qsort(row, (size_t)reps, sizeof *row, cmp_double);
+        qsort(row, (size_t)reps, sizeof *row, bench_cmp_double);
         double med = row[reps / 2] * 1e3;
         if (c == 0) base = med;
         printf("%-14s %10.1f %7.3fx\n", cfgs[c].name, med, med / base);

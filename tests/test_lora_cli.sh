@@ -17,16 +17,8 @@ Q=$1
 . "$(dirname "$0")/cli_lib.sh"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
-for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
-base() { # base recipe: a tiny llama on bytes; kv heads 2 x 16 = 32 wide k/v projections
-  cat <<YAML
-model: {dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 128, max_seq_len: 64}
-data: {train: $tmp/text.txt, seq_len: 32, val_fraction: 0.1}
-train: {steps: 30, batch_size: 4, threads: 2}
-schedule: {warmup: 3}
-output: {dir: $tmp/$1, log_every: 10, eval_batches: 2, sample_tokens: 0}
-YAML
-}
+tiny_data
+base() { tiny_recipe "$1"; } # cli_lib.sh
 
 # --- bad input --------------------------------------------------------------------
 { base b1; printf 'lora:\n  rank: -1\n'; } >"$tmp/b1.yaml"

@@ -16,16 +16,8 @@ Q=$1
 . "$(dirname "$0")/cli_lib.sh"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
-for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
-base() { # a tiny llama on bytes; evaluation: 2 batches x 4 windows of 32 = 256 predictions
-  cat <<YAML
-model: {dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 128, max_seq_len: 64}
-data: {train: $tmp/text.txt, seq_len: 32, val_fraction: 0.1}
-train: {steps: 30, batch_size: 4, threads: 2}
-schedule: {warmup: 3}
-output: {dir: $tmp/$1, log_every: 10, eval_batches: 2, sample_tokens: 0}
-YAML
-}
+tiny_data
+base() { tiny_recipe "$1"; } # cli_lib.sh
 # the run's validation windows as a file: bytes [val_start, val_start + 8 * 32 + 1), with
 # val_start as data/dataset.c computes it (val_fraction a float)
 python3 - "$tmp/text.txt" "$tmp/val.txt" <<'PY'

@@ -14,17 +14,9 @@ Q=$1
 
 ppl() { sed -n 's/.*perplexity \([0-9.]*\)$/\1/p'; }
 
-for i in $(seq 1 400); do echo "the cat sat on the mat and the dog sat on the log $i."; done >"$tmp/text.txt"
+tiny_data
 head -c 2000 "$tmp/text.txt" >"$tmp/val.txt" # evaluation text: small, evals are many
-base() { # base recipe: tiny llama on bytes
-  cat <<YAML
-model: {dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 128, max_seq_len: 64}
-data: {train: $tmp/text.txt, seq_len: 32, val_fraction: 0.1}
-train: {steps: 30, batch_size: 4, threads: 2}
-schedule: {warmup: 3}
-output: {dir: $tmp/$1, log_every: 10, eval_batches: 2, sample_tokens: 0}
-YAML
-}
+base() { tiny_recipe "$1"; } # cli_lib.sh
 
 # --- bad input --------------------------------------------------------------------
 { base b1; printf 'qat:\n  weight: {format: int9}\n'; } >"$tmp/b1.yaml"
