@@ -7,7 +7,7 @@
  * u64 source size, i64 source mtime, u64 tokenizer fingerprint, u64 format, then
  * i32 tokens[n_tokens] and, with a mask, u8 mask[n_tokens]. Any mismatch of the
  * source or tokenizer simply retokenizes; the cache is written to a temporary file and
- * renamed into place.
+ * renamed into place. Prompt/response records through a chat template: chat_template.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -100,8 +100,41 @@ static qt_status read_file(const char *path, char **buf, size_t *len) {
     return QT_OK;
 }
 
-static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const char *path, char *buf,
-                                size_t len) {
+/* One prompt/response record through a chat template: the rendered text's ids exactly
+ * (special tokens parsed, nothing added). The prompt part is the longest common prefix of
+ * the prompt's ids and the whole record's (a BPE merge across the boundary, such as a
+ * response opening with a newline, goes to the response); the loss sees the response
+ * through its last end marker, and nothing after it (ChatML's trailing newline). */
+static qt_status push_chat(stream *s, const qt_tokenizer *tok, const qt_chat_template *chat,
+                           const char *prompt, const char *resp, const char *where) {
+    char *text = NULL;
+    size_t plen = 0, n = 0, np = 0;
+    int32_t *ids = NULL, *pids = NULL;
+    qt_status st = qt_chat_template_render(chat, prompt, resp, &text, &plen);
+    if (st == QT_OK) st = qt_tokenizer_encode(tok, text, strlen(text), QT_TOK_PARSE_SPECIAL, &ids, &n);
+    if (st == QT_OK) st = qt_tokenizer_encode(tok, text, plen, QT_TOK_PARSE_SPECIAL, &pids, &np);
+    free(text);
+    if (st != QT_OK) {
+        free(ids);
+        free(pids);
+        return QT_ERROR(st, "%s: tokenizing failed: %s", where, qt_error_message());
+    }
+    size_t k = 0, end = n, e = 0;
+    while (k < np && k < n && pids[k] == ids[k]) k++;
+    int32_t end_id = qt_chat_template_end_id(chat, tok);
+    for (size_t i = k; i < n; i++)
+        if (ids[i] == end_id) end = i + 1;
+    e = end > k ? end : k;
+    bool ok = stream_push(s, ids, (int64_t)k, 0) && stream_push(s, ids + k, (int64_t)(e - k), 1) &&
+              stream_push(s, ids + e, (int64_t)(n - e), 0);
+    free(ids);
+    free(pids);
+    return ok ? QT_OK : QT_ERROR(QT_ENOMEM, "%s: out of memory", where);
+}
+
+static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const qt_chat_template *chat,
+                                const char *path, char *buf, size_t len) {
+    bool templated = tok && chat && chat->family != QT_CHAT_NONE;
     char where[600];
     long line = 0;
     for (char *p = buf, *end = buf + len; p < end;) {
@@ -125,6 +158,8 @@ static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const char *
             if (cJSON_IsString(text)) {
                 st = push_text(s, tok, text->valuestring, strlen(text->valuestring),
                                QT_TOK_ADD_SPECIAL, 1, where);
+            } else if (templated && cJSON_IsString(prompt) && cJSON_IsString(resp)) {
+                st = push_chat(s, tok, chat, prompt->valuestring, resp->valuestring, where);
             } else if (cJSON_IsString(prompt) && cJSON_IsString(resp)) {
                 /* BOS (if any) with the prompt; the loss sees only the response and EOS */
                 st = push_text(s, tok, prompt->valuestring, strlen(prompt->valuestring),
@@ -138,8 +173,9 @@ static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const char *
                 st = QT_ERROR(QT_EFORMAT, "%s: expected a string \"text\", or strings \"prompt\" "
                                           "and \"response\"", where);
             }
+            bool chat_record = templated && !cJSON_IsString(text);
             cJSON_Delete(o);
-            if (st == QT_OK) st = push_end(s, tok, where);
+            if (st == QT_OK && !chat_record) st = push_end(s, tok, where); /* chat: the end marker */
             if (st != QT_OK) return st;
         }
         p = stop + 1;
@@ -150,9 +186,14 @@ static qt_status tokenize_jsonl(stream *s, const qt_tokenizer *tok, const char *
 /* ---- cache ------------------------------------------------------------------------- */
 #define CACHE_MAGIC "QTTOKS01"
 
-static uint64_t fingerprint(const qt_tokenizer *tok, qt_data_format fmt) {
+static uint64_t fingerprint(const qt_tokenizer *tok, qt_data_format fmt,
+                            const qt_chat_template *chat) {
     uint64_t h = 1469598103934665603ULL ^ (uint64_t)fmt; /* FNV-1a */
     if (!tok) return h;
+    if (chat && chat->family != QT_CHAT_NONE) { /* the rendering is part of the tokens */
+        h = (h ^ ((uint64_t)chat->family * 2 + chat->trim)) * 1099511628211ULL;
+        for (const char *c = chat->system; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    }
     int32_t n = qt_tokenizer_vocab_size(tok);
     for (int32_t i = 0; i < n; i++) {
         const char *t = qt_tokenizer_token(tok, i);
@@ -242,7 +283,7 @@ qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg) {
     struct stat sb;
     if (stat(path, &sb) != 0)
         return QT_ERROR(QT_EIO, "%s: cannot open training data: %s", path, strerror(errno));
-    uint64_t fp = fingerprint(cfg->tok, fmt);
+    uint64_t fp = fingerprint(cfg->tok, fmt, cfg->chat);
     char cpath[1100] = "";
     stream s = {0};
     qt_status st = QT_OK;
@@ -254,7 +295,7 @@ qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg) {
         size_t len = 0;
         st = read_file(path, &buf, &len);
         if (st != QT_OK) return st;
-        if (fmt == QT_DATA_JSONL) st = tokenize_jsonl(&s, cfg->tok, path, buf, len);
+        if (fmt == QT_DATA_JSONL) st = tokenize_jsonl(&s, cfg->tok, cfg->chat, path, buf, len);
         else st = push_text(&s, cfg->tok, buf, len, QT_TOK_ADD_SPECIAL, 1, path);
         free(buf);
         if (st == QT_OK && cpath[0]) cache_save(cpath, &sb, fp, &s);

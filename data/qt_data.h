@@ -119,6 +119,45 @@ bool qt_tokenizer_is_special(const qt_tokenizer *tok, int32_t id);
 int32_t qt_tokenizer_bos(const qt_tokenizer *tok); /* -1 if none */
 int32_t qt_tokenizer_eos(const qt_tokenizer *tok); /* -1 if none */
 
+/* ------------------------------------------------------------ chat templates ----
+ * Prompt/response records rendered as an instruct model's chat template renders one user
+ * turn and one assistant turn (transformers' apply_chat_template). No Jinja engine: the
+ * two families small instruct models use are recognised in the template text and
+ * rendered exactly (data/chat_template.c lists what is and is not recognised). */
+typedef enum {
+    QT_CHAT_NONE,   /* prompt + response as plain text (BOS/EOS from the tokenizer) */
+    QT_CHAT_CHATML, /* <|im_start|>role\n...<|im_end|>\n (SmolLM2, Qwen2) */
+    QT_CHAT_LLAMA3, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+} qt_chat_family;
+
+typedef struct {
+    qt_chat_family family;
+    char system[512]; /* ChatML: the system message the template adds when there is none */
+    bool trim;        /* Llama 3: contents are `| trim`med */
+} qt_chat_template;
+
+/* A model's chat template: path is a HF model dir (its tokenizer_config.json), a
+ * tokenizer.json (the tokenizer_config.json beside it) or a .gguf (tokenizer.chat_template).
+ * "chat_template" may be a string or a list of {name, template} ("default" is taken).
+ * *text is malloc'ed, NULL when the model has none (no config file, no key). */
+qt_status qt_chat_template_read(const char *path, char **text);
+/* Recognises a Jinja template's family (and ChatML's default system message); false when
+ * it is neither ChatML nor Llama 3, or renders more than they do (Llama 3.1+, Qwen3). */
+bool qt_chat_template_detect(const char *jinja, qt_chat_template *out);
+/* Resolves the recipe's data.chat_template: mode auto (jinja's family when recognised;
+ * none when jinja is NULL or unknown, with a line for the caller to print in note), none,
+ * chatml or llama3 (forced; jinja, when of that family, still gives the default system
+ * message). QT_EINVAL, naming data.chat_template and the token, when tok (NULL = bytes)
+ * lacks one of the family's special tokens. */
+qt_status qt_chat_template_resolve(const char *mode, const char *jinja, const qt_tokenizer *tok,
+                                   qt_chat_template *out, char *note, size_t note_n);
+/* Renders one record: *text is malloc'ed; its first *prompt_len bytes are the prompt part
+ * (through the assistant header), the rest is the response and its end marker. */
+qt_status qt_chat_template_render(const qt_chat_template *t, const char *prompt,
+                                  const char *response, char **text, size_t *prompt_len);
+/* The end marker's id (<|im_end|> / <|eot_id|>), -1 for none. */
+int32_t qt_chat_template_end_id(const qt_chat_template *t, const qt_tokenizer *tok);
+
 /* ---------------------------------------------------------------- datasets ----
  * A dataset is one token stream cut into windows of seq_len + 1 tokens (inputs and
  * next-token targets overlap by one). The last val_fraction of the stream is held out
@@ -154,11 +193,14 @@ typedef struct {
     float val_fraction;
     uint64_t seed;
     const char *cache_dir;   /* tokenize once into a cache file here; NULL = no cache */
+    const qt_chat_template *chat; /* prompt/response records; NULL = QT_CHAT_NONE */
 } qt_dataset_config;
 
 /* Tokenizes (or loads from the cache) and splits. Documents are joined as they come:
  * a tokenizer's BOS/EOS mark their bounds (bytes: a newline ends each JSONL record).
- * For prompt/response records the prompt's tokens are masked out of the loss. Errors
+ * For prompt/response records the prompt's tokens are masked out of the loss. With a chat
+ * template each record is exactly the template's ids (special tokens parsed, no extra
+ * BOS/EOS); the loss sees the response through its end marker. Errors
  * name the file (and line, for JSONL): missing, unreadable, malformed, too short. */
 qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg);
 /* Shorthand: a text file as bytes, no cache. */

@@ -317,6 +317,48 @@ qt_status qt_recipe_model(const qt_recipe *r, qt_model *m, qt_tokenizer **tok) {
     return recipe_model(r, m, tok, 0);
 }
 
+/* Where data.tokenizer's chat template lives: model.from (a HF dir or GGUF; through a
+ * checkpoint's chain of recipes to the model it started from), the tokenizer.json path
+ * (its tokenizer_config.json), or nowhere for bytes (""). */
+static qt_status chat_template_source(const qt_recipe *r, char *out, size_t n, int depth) {
+    const char *tk = r->data.tokenizer, *from = r->model.from;
+    out[0] = 0;
+    if (!strcmp(tk, "bytes")) return QT_OK;
+    if (strcmp(tk, "model")) {
+        snprintf(out, n, "%s", tk);
+        return QT_OK;
+    }
+    if (!ends_with(from, ".h5") || depth > 8) {
+        snprintf(out, n, "%s", from);
+        return QT_OK;
+    }
+    char *text = NULL;
+    qt_recipe base;
+    qt_recipe_defaults(&base);
+    qt_status st = qt_checkpoint_recipe(from, &text);
+    if (st == QT_OK) st = qt_recipe_load_string(from, text, &base);
+    free(text);
+    return st == QT_OK ? chat_template_source(&base, out, n, depth + 1) : st;
+}
+
+/* data.chat_template resolved against the model's template (qt_chat_template_resolve);
+ * auto with a template qtrain does not recognise prints one line, for JSONL data. */
+static qt_status recipe_chat_template(const qt_recipe *r, const qt_tokenizer *tok, bool jsonl,
+                                      qt_chat_template *chat) {
+    char src[QT_PATH_MAX], note[256];
+    char *jinja = NULL;
+    qt_status st = QT_OK;
+    memset(chat, 0, sizeof *chat);
+    if (!strcmp(r->data.chat_template, "none")) return QT_OK;
+    if (tok) st = chat_template_source(r, src, sizeof src, 0);
+    if (st == QT_OK && tok && src[0]) st = qt_chat_template_read(src, &jinja);
+    if (st == QT_OK) st = qt_chat_template_resolve(r->data.chat_template, jinja, tok, chat, note,
+                                                   sizeof note);
+    if (st == QT_OK && note[0] && jsonl) printf("%s\n", note);
+    free(jinja);
+    return st;
+}
+
 _Static_assert(QT_RECIPE_LORA_MAX_TARGETS == QT_LORA_MAX_TARGETS, "lora.targets capacity");
 
 /* The recipe's lora: section on m: new adapters (A's init from train.seed) or those of
@@ -491,9 +533,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_data_format fmt = !strcmp(r->data.format, "jsonl")  ? QT_DATA_JSONL
                          : !strcmp(r->data.format, "text") ? QT_DATA_TEXT
                                                            : QT_DATA_AUTO;
+    qt_chat_template chat;
+    bool jsonl = fmt == QT_DATA_JSONL || (fmt == QT_DATA_AUTO && ends_with(r->data.train, ".jsonl"));
+    if (st == QT_OK) st = recipe_chat_template(r, tok, jsonl, &chat);
     qt_dataset_config dc = {.path = r->data.train, .format = fmt, .tok = tok,
                             .seq_len = r->data.seq_len, .val_fraction = r->data.val_fraction,
-                            .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir};
+                            .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir,
+                            .chat = &chat};
     if (st == QT_OK) st = qt_dataset_open(&ds, &dc);
     if (st != QT_OK) {
         qt_lora_free(lora);
@@ -554,6 +600,11 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                    r->qat.start_step);
         }
         if (lora) print_lora(lora, r, ps->n_total);
+        if (jsonl && chat.family != QT_CHAT_NONE)
+            printf("chat template: %s%s%s%s (prompt masked, response and its end marker trained)\n",
+                   chat.family == QT_CHAT_CHATML ? "ChatML" : "Llama 3",
+                   chat.system[0] ? ", system message \"" : "", chat.system,
+                   chat.system[0] ? "\"" : "");
         fflush(stdout);
     }
 

@@ -60,6 +60,10 @@ static const keydef keys[] = {
     {"data.format", K_STR, F(data.format), 0, 0, "auto|text|jsonl",
      "text: the file is one document; jsonl: {\"text\"} or {\"prompt\", \"response\"} per "
      "line (loss on the response only); auto: by extension"},
+    {"data.chat_template", K_STR, F(data.chat_template), 0, 0, "auto|none|chatml|llama3",
+     "prompt/response records rendered as the chat template renders a user turn and an "
+     "assistant turn: chatml or llama3; auto: the model's template (tokenizer_config.json "
+     "chat_template, GGUF tokenizer.chat_template) when it is one of those; none: plain text"},
     {"data.val_fraction", K_FLOAT, F(data.val_fraction), 0, 0.5, NULL,
      "share of the text held out for validation (taken from the end)"},
     {"data.seq_len", K_INT, F(data.seq_len), 2, 1 << 20, NULL, "tokens per training sequence"},
@@ -247,6 +251,7 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->model.norm_eps = 1e-5f;
     strcpy(r->data.tokenizer, "bytes");
     strcpy(r->data.format, "auto");
+    strcpy(r->data.chat_template, "auto");
     r->data.val_fraction = 0.05f;
     r->data.seq_len = 128;
     r->train.steps = 1000;

@@ -40,6 +40,7 @@ typedef struct {
         char train[QT_PATH_MAX];     /* a text file, or a directory of text files */
         char tokenizer[QT_PATH_MAX]; /* bytes | model | path to a tokenizer.json */
         char format[8];              /* auto | text | jsonl */
+        char chat_template[8];       /* auto | none | chatml | llama3 (prompt/response JSONL) */
         float val_fraction;
         int seq_len;
     } data;
