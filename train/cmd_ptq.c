@@ -204,7 +204,8 @@ static void lora_of(const char *from, char *desc, size_t n) {
     qt_recipe_defaults(&r);
     if (qt_checkpoint_recipe(from, &text) == QT_OK && qt_recipe_load_string(from, text, &r) == QT_OK &&
         qt_recipe_has_lora(&r))
-        snprintf(desc, n, "LoRA r %d on the %s base", r.lora.rank, r.lora.base);
+        snprintf(desc, n, "LoRA r %d on the %s base", r.lora.rank,
+                 qt_recipe_has_qat(&r) ? "fake-quantized" : r.lora.base);
     free(text);
 }
 
