@@ -17,16 +17,6 @@
 #define NORM_THREADS 256
 
 /* Sum over the block in double (blockDim.x a multiple of 32); every thread gets it. */
-__device__ __forceinline__ double norm_block_sum_d(double v, double *shm) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads(); /* shm may still be read from a previous call */
-    if (lane == 0) shm[w] = v;
-    __syncthreads();
-    v = lane < nw ? shm[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* ---- RMSNorm ---- */
 template <typename T, typename W>
@@ -41,7 +31,7 @@ __global__ void rms_fwd_kernel(const T *x, const W *w, T *y, float *rs, int64_t 
         double v = (double)qt_ld(xr, d);
         ss += v * v;
     }
-    ss = norm_block_sum_d(ss, shm);
+    ss = qt_block_sum_d(ss, shm);
     float rstd = 1.0f / sqrtf((float)(ss / (double)D) + eps);
     if (threadIdx.x == 0) rs[r] = rstd;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
@@ -59,7 +49,7 @@ __global__ void rms_bwd_dx_kernel(const T *x, const W *w, const float *dy, const
     double dot = 0.0;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
         dot += (double)g[d] * (double)qt_ld(w, d) * (double)qt_ld(xr, d);
-    dot = norm_block_sum_d(dot, shm);
+    dot = qt_block_sum_d(dot, shm);
     float rstd = rs[r], c = (float)(dot / (double)D) * rstd * rstd * rstd;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
         o[d] += rstd * g[d] * qt_ld(w, d) - qt_ld(xr, d) * c;
@@ -183,13 +173,13 @@ __global__ void ln_fwd_kernel(const T *x, const W *w, const B *b, T *y, float *r
     T *yr = y + r * D;
     double s = 0.0;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) s += (double)qt_ld(xr, d);
-    s = norm_block_sum_d(s, shm);
+    s = qt_block_sum_d(s, shm);
     double mu = s / (double)D, ss = 0.0;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
         double c = (double)qt_ld(xr, d) - mu;
         ss += c * c;
     }
-    ss = norm_block_sum_d(ss, shm);
+    ss = qt_block_sum_d(ss, shm);
     float rstd = 1.0f / sqrtf((float)(ss / (double)D) + eps), m = (float)mu;
     if (threadIdx.x == 0) {
         rs[r] = rstd;
@@ -214,8 +204,8 @@ __global__ void ln_bwd_dx_kernel(const T *x, const W *w, const float *dy, const 
         sg += (double)g;
         sgx += (double)g * (double)(qt_ld(xr, d) - mu) * (double)rstd;
     }
-    sg = norm_block_sum_d(sg, shm);
-    sgx = norm_block_sum_d(sgx, shm);
+    sg = qt_block_sum_d(sg, shm);
+    sgx = qt_block_sum_d(sgx, shm);
     float mg = (float)(sg / (double)D), mgx = (float)(sgx / (double)D);
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
         float xhat = (qt_ld(xr, d) - mu) * rstd;
