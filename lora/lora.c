@@ -51,9 +51,10 @@ static qt_tensor *hook_linear(qt_ctx *ctx, void *user, qt_tensor *x, qt_tensor *
         uint64_t seed = qt_rand_u64(l->cfg.seed ^ 0x10a4d40u, ((uint64_t)(L - l->layers) << 40) ^ l->step);
         h = qt_dropout(ctx, x, l->cfg.dropout, seed);
     }
-    qt_tensor *u = qt_linear(ctx, h, L->a, NULL, false); /* (..., r) */
-    qt_tensor *v = qt_linear(ctx, u, L->b, NULL, false); /* (..., out) */
-    return qt_add(ctx, base, qt_scale(ctx, v, l->scaling));
+    /* scaling on the r-wide u, not the out-wide product: one tensor of r columns instead
+     * of out columns (and its grad) per layer and step */
+    qt_tensor *u = qt_scale(ctx, qt_linear(ctx, h, L->a, NULL, false), l->scaling); /* (.., r) */
+    return qt_add(ctx, base, qt_linear(ctx, u, L->b, NULL, false));
 }
 
 void qt_lora_set_step(qt_lora *l, uint64_t step) { l->step = step; }
