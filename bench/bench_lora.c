@@ -65,12 +65,8 @@ int main(int argc, char **argv) {
         rss_delta[k] = rss_bytes() - r0;
     }
     qt_ctx *ctx = qt_ctx_new();
-    int32_t *ids = malloc((size_t)batch * seq * sizeof(int32_t));
-    int32_t *tgt = malloc((size_t)batch * seq * sizeof(int32_t));
-    for (int i = 0; i < batch * seq; i++) {
-        ids[i] = (int32_t)(qt_rand_u64(3, (uint64_t)i) % 256);
-        tgt[i] = (int32_t)(qt_rand_u64(4, (uint64_t)i) % 256);
-    }
+    int32_t *ids, *tgt;
+    bench_tokens((int64_t)batch * seq, 256, &ids, &tgt);
     int64_t shape[2] = {batch, seq};
     double *t = calloc((size_t)2 * (reps + 1), sizeof(double));
     for (int r = 0; r <= reps; r++) /* round 0 warms up */

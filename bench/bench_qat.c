@@ -53,12 +53,8 @@ int main(int argc, char **argv) {
     qt_adamw_config oc = {.lr = 1e-5f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f};
     qt_adamw_init(&opt, ps, oc);
     qt_ctx *ctx = qt_ctx_new();
-    int32_t *ids = malloc((size_t)batch * seq * sizeof(int32_t));
-    int32_t *tgt = malloc((size_t)batch * seq * sizeof(int32_t));
-    for (int i = 0; i < batch * seq; i++) {
-        ids[i] = (int32_t)(qt_rand_u64(3, (uint64_t)i) % 256);
-        tgt[i] = (int32_t)(qt_rand_u64(4, (uint64_t)i) % 256);
-    }
+    int32_t *ids, *tgt;
+    bench_tokens((int64_t)batch * seq, 256, &ids, &tgt);
     int64_t shape[2] = {batch, seq};
     double *t = calloc((size_t)N * (reps + 1), sizeof(double));
     for (int r = 0; r <= reps; r++) /* round 0 warms up */

@@ -1,6 +1,6 @@
 /*
  * bench_util.h - what the CPU step benchmarks (bench_qat, bench_lora) share: a monotonic
- * clock, the median of a sample, and their common options.
+ * clock, the median of a sample, seeded tokens, and their common options.
  */
 #ifndef QT_BENCH_UTIL_H
 #define QT_BENCH_UTIL_H
@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "qt_autograd.h"
 
 static inline double bench_now_s(void) {
     struct timespec ts;
@@ -26,6 +28,17 @@ static inline int bench_cmp_double(const void *a, const void *b) {
 static inline double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return v[n / 2];
+}
+
+/* Seeded random token ids and targets in [0, vocab), n each (the same for every run and
+ * every benchmark); malloc'd into *ids and *tgt. */
+static inline void bench_tokens(int64_t n, int vocab, int32_t **ids, int32_t **tgt) {
+    *ids = malloc((size_t)n * sizeof(int32_t));
+    *tgt = malloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; *ids && *tgt && i < n; i++) {
+        (*ids)[i] = (int32_t)(qt_rand_u64(3, (uint64_t)i) % (uint64_t)vocab);
+        (*tgt)[i] = (int32_t)(qt_rand_u64(4, (uint64_t)i) % (uint64_t)vocab);
+    }
 }
 
 /* --threads --reps --dim --layers --ffn --batch --seq, and --rank where rank_ok. */

@@ -17,20 +17,8 @@
 #include <cjson/cJSON.h>
 
 #include "qt_data.h"
+#include "qt_formats.h"
 #include "testutil.h"
-
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
-}
 
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -90,7 +78,8 @@ static void check_case(const char *what, const qt_tokenizer *tok, const qt_chat_
 }
 
 static void test_families(void) {
-    char *buf = slurp(QT_FIXTURES "/chat/expected.json");
+    char *buf = NULL;
+    qt_read_text_file(QT_FIXTURES "/chat/expected.json", &buf);
     cJSON *exp = buf ? cJSON_Parse(buf) : NULL;
     free(buf);
     CHECK(cJSON_IsArray(exp), "cannot read chat/expected.json");
