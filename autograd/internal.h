@@ -109,6 +109,8 @@ struct qt_ctx {
     qt_status status;
     char error[512];
     uint64_t generation; /* qt_ctx_generation: bumped by every reset */
+    qt_grad_hook grad_hook; /* qt_ctx_set_grad_hook */
+    void *grad_hook_user;
 };
 
 #define QT_FAIL QT_CTX_FAIL

@@ -141,6 +141,14 @@ qt_status qt_ctx_status(const qt_ctx *ctx);
 const char *qt_ctx_error(const qt_ctx *ctx);
 /* Grad mode: when off, ops record nothing (evaluation). Returns the previous mode. */
 bool qt_ctx_set_grad_enabled(qt_ctx *ctx, bool enabled);
+/* Called by backward once a parameter's grad is final for this backward pass: after
+ * the earliest-recorded op that reads it has run its backward (so later ops, run first,
+ * have all contributed). Data-parallel training starts moving a bucket of grads while
+ * the rest of backward still runs. A non-OK return stops the backward with that status.
+ * On a device the grad is final in stream order (kernels queued, not finished). NULL
+ * clears; the hook stays set across resets until cleared. */
+typedef qt_status (*qt_grad_hook)(void *user, qt_tensor *param);
+void qt_ctx_set_grad_hook(qt_ctx *ctx, qt_grad_hook fn, void *user);
 bool qt_ctx_grad_enabled(const qt_ctx *ctx);
 /* Number of recorded tape nodes (tests and diagnostics). */
 int qt_ctx_tape_len(const qt_ctx *ctx);

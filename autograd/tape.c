@@ -195,6 +195,70 @@ static qt_status seed_grad(qt_ctx *ctx, qt_tensor *y, const float *dy) {
                           (size_t)n * sizeof(float));
 }
 
+void qt_ctx_set_grad_hook(qt_ctx *ctx, qt_grad_hook fn, void *user) {
+    ctx->grad_hook = fn;
+    ctx->grad_hook_user = user;
+}
+
+/* The parameters one backward pass reaches, each with the earliest reached node that
+ * reads it (an open-addressing set keyed by the tensor's address, in the arena): once
+ * backward has run that node, nothing left can add to the parameter's grad. */
+typedef struct {
+    qt_tensor **key;
+    int *first; /* node index; -1 once the hook has fired */
+    size_t cap; /* a power of two; 0 = no hook this pass */
+} grad_ready;
+
+static bool hooked_param(const qt_tensor *t) {
+    return t && t->is_param && t->requires_grad && t->node < 0;
+}
+
+static size_t ready_slot(const grad_ready *r, const qt_tensor *t) {
+    size_t h = ((uintptr_t)t >> 4) * 0x9e3779b97f4a7c15ULL;
+    for (h &= r->cap - 1; r->key[h] && r->key[h] != t; h = (h + 1) & (r->cap - 1)) {
+    }
+    return h;
+}
+
+static qt_status grad_ready_init(qt_ctx *ctx, const bool *reach, int last, grad_ready *r) {
+    size_t n = 0;
+    for (int i = 0; i <= last; i++)
+        if (reach[i]) n += (size_t)ctx->tape[i].n_in;
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    r->key = qt_ctx_alloc(ctx, cap * sizeof *r->key);
+    r->first = qt_ctx_alloc(ctx, cap * sizeof *r->first);
+    if (!r->key || !r->first) return ctx->status;
+    memset(r->key, 0, cap * sizeof *r->key);
+    r->cap = cap;
+    for (int i = 0; i <= last; i++) { /* ascending: the first sighting is the earliest */
+        if (!reach[i]) continue;
+        const qt_node *nd = &ctx->tape[i];
+        for (int k = 0; k < nd->n_in; k++) {
+            if (!hooked_param(nd->in[k])) continue;
+            size_t h = ready_slot(r, nd->in[k]);
+            if (!r->key[h]) {
+                r->key[h] = nd->in[k];
+                r->first[h] = i;
+            }
+        }
+    }
+    return QT_OK;
+}
+
+/* After node i's backward: the hook for each parameter whose last contribution that was. */
+static qt_status grad_ready_fire(qt_ctx *ctx, grad_ready *r, const qt_node *nd, int i) {
+    for (int k = 0; k < nd->n_in; k++) {
+        if (!hooked_param(nd->in[k])) continue;
+        size_t h = ready_slot(r, nd->in[k]);
+        if (r->first[h] != i) continue;
+        r->first[h] = -1; /* an op reading the same parameter twice fires once */
+        qt_status st = ctx->grad_hook(ctx->grad_hook_user, nd->in[k]);
+        if (st != QT_OK) return st;
+    }
+    return QT_OK;
+}
+
 static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
     if (ctx->status != QT_OK)
         return QT_ERROR(ctx->status, "backward: context already failed: %s", ctx->error);
@@ -241,6 +305,11 @@ static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
     }
     qt_status seed = seed_grad(ctx, y, dy);
     if (seed != QT_OK) return seed;
+    grad_ready ready = {0};
+    if (ctx->grad_hook && last >= 0) {
+        qt_status st = grad_ready_init(ctx, reach, last, &ready);
+        if (st != QT_OK) return st;
+    }
 
     for (int i = last; i >= 0; i--) {
         if (!reach[i]) continue;
@@ -251,6 +320,7 @@ static qt_status backward_impl(qt_ctx *ctx, qt_tensor *y, const float *dy) {
             return QT_ERROR(QT_ENOTSUP, "backward: op %s has no backward on this device",
                             d->name);
         qt_status st = prof_run(bw, ctx, nd, 1);
+        if (st == QT_OK && ready.cap) st = grad_ready_fire(ctx, &ready, nd, i);
         if (st != QT_OK) return st;
     }
     return QT_OK;

@@ -366,19 +366,28 @@ static void window(const qt_dataset *ds, int64_t start, int32_t *ids, int32_t *t
     }
 }
 
+/* The next epoch's order: reshuffled, from the start. */
+static void next_epoch(qt_dataset *ds) {
+    ds->epoch++;
+    ds->pos -= ds->n_train;
+    shuffle(ds);
+}
+
 void qt_dataset_next(qt_dataset *ds, int64_t B, int32_t *ids, int32_t *targets) {
-    /* each rank reads order[pos + rank], the global position advances by world */
-    int64_t per_epoch = ds->n_train / ds->world * ds->world;
+    /* One call on every rank reads one global batch of world * B windows, order[pos ..
+     * pos + world B): rank r its contiguous slice from pos + r B, so row b of rank r is
+     * row r B + b of the batch one process with batch world B reads. An epoch boundary
+     * inside the batch moves to the next epoch's order at the same window on every rank,
+     * and every rank ends at the same (epoch, pos). pos == n_train wraps lazily, at the
+     * next read (the position a checkpoint stores). */
+    int64_t start = (int64_t)ds->rank * B;
     for (int64_t b = 0; b < B; b++) {
-        if (ds->pos >= per_epoch) {
-            ds->epoch++;
-            ds->pos = 0;
-            shuffle(ds);
-        }
-        int64_t w = ds->order[ds->pos + ds->rank];
-        window(ds, w * ds->seq_len, ids + b * ds->seq_len, targets + b * ds->seq_len);
-        ds->pos += ds->world;
+        while (ds->pos + start + b >= ds->n_train) next_epoch(ds); /* pos may go negative */
+        window(ds, ds->order[ds->pos + start + b] * ds->seq_len, ids + b * ds->seq_len,
+               targets + b * ds->seq_len);
     }
+    ds->pos += (int64_t)ds->world * B;
+    while (ds->pos > ds->n_train) next_epoch(ds);
 }
 
 void qt_dataset_val(const qt_dataset *ds, int64_t first, int64_t B, int32_t *ids,

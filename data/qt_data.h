@@ -163,7 +163,10 @@ int32_t qt_chat_template_end_id(const qt_chat_template *t, const qt_tokenizer *t
  * next-token targets overlap by one). The last val_fraction of the stream is held out
  * for validation. Training windows are visited in an order shuffled per epoch by the
  * seed; the position (epoch, index) is all the state there is, so a run resumes exactly
- * by restoring it. With world > 1, rank r takes every world-th window of the order. */
+ * by restoring it. With world > 1 every rank's call reads its slice of one global batch:
+ * world ranks with batch B see exactly the windows one process with batch world B does
+ * (rank r gets rows r B .. r B + B - 1), so (epoch, pos) is global and a run resumes on
+ * any number of ranks. */
 typedef struct {
     int32_t *tokens;     /* (n_tokens) the whole stream */
     uint8_t *mask;       /* (n_tokens) 0 = never a target (a prompt token); NULL = all count */
@@ -207,7 +210,7 @@ qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg);
 qt_status qt_dataset_open_bytes(qt_dataset *ds, const char *path, int64_t seq_len,
                                 float val_fraction, uint64_t seed);
 void qt_dataset_close(qt_dataset *ds);
-/* This process's share of the training windows (rank in [0, world)). */
+/* This process's share of each batch (rank in [0, world)). */
 qt_status qt_dataset_shard(qt_dataset *ds, int rank, int world);
 /* Next B training windows into ids and targets (B * seq_len each), advancing the
  * position and reshuffling at each epoch boundary. */

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev libhdf5-dev fortunes)
+PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev libhdf5-dev
+      libopenmpi-dev openmpi-bin fortunes)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +20,8 @@ fi
 
 # The CUDA backend builds wherever the CUDA toolkit is (no GPU needed to build it);
 # QT_CUDA=ON (CI sets it) makes a missing toolkit an error instead of a CPU-only build.
-cuda_args=(-DQT_CUDA="${QT_CUDA:-AUTO}")
+# Likewise QT_MPI=ON for MPI (data parallel under mpirun); NCCL comes with CUDA + MPI.
+cuda_args=(-DQT_CUDA="${QT_CUDA:-AUTO}" -DQT_MPI="${QT_MPI:-AUTO}")
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   cuda_args+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
 fi

@@ -14,7 +14,8 @@ echo "== Release build: ctest $*"
 
 echo "== ASan+UBSan build: ctest $*"
 # the sanitizers check the host code; nvcc takes no -fsanitize, so CUDA stays in Release
-cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DQT_SANITIZE=ON -DQT_CUDA=OFF >/dev/null
+cmake -S . -B build-san -DCMAKE_BUILD_TYPE=Debug -DQT_SANITIZE=ON -DQT_CUDA=OFF \
+  -DQT_MPI="${QT_MPI:-AUTO}" >/dev/null
 cmake --build build-san -j"$jobs" >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

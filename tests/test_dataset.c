@@ -52,26 +52,40 @@ static void test_bytes(void) {
     qt_dataset_next(&b, 4, ids2, tg2);
     qt_dataset_close(&b);
 
-    /* two ranks see disjoint windows that together cover an epoch */
-    qt_dataset r0, r1;
+    /* two ranks with batch 3 read, between them, exactly what one process with batch 6
+     * reads: rank r rows 3r .. 3r + 2, over several epochs (3 does not divide the
+     * windows, so epoch boundaries fall inside a batch), ending at the same position */
+    qt_dataset one, r0, r1;
+    qt_dataset_open_bytes(&one, p, 16, 0.1f, 3);
     qt_dataset_open_bytes(&r0, p, 16, 0.1f, 3);
     qt_dataset_open_bytes(&r1, p, 16, 0.1f, 3);
     CHECK(qt_dataset_shard(&r0, 0, 2) == QT_OK && qt_dataset_shard(&r1, 1, 2) == QT_OK, "shard");
     CHECK(qt_dataset_shard(&r1, 2, 2) == QT_EINVAL, "rank out of range");
-    int64_t half = r0.n_train / 2;
-    char *seen = calloc((size_t)r0.n_train, 1);
-    int dup = 0;
-    for (int64_t i = 0; i < half; i++) {
-        int32_t x[16], y[16];
-        qt_dataset_next(&r0, 1, x, y);
-        int64_t w0 = r0.order[r0.pos - 2];
-        dup += seen[w0]++;
-        qt_dataset_next(&r1, 1, x, y);
-        int64_t w1 = r1.order[r1.pos - 2 + 1];
-        dup += seen[w1]++;
+    int mismatch = 0, pos_differ = 0;
+    int64_t batches = 3 * one.n_train / 6 + 1;
+    for (int64_t i = 0; i < batches; i++) {
+        int32_t x[6 * 16], y[6 * 16], x2[6 * 16], y2[6 * 16];
+        qt_dataset_next(&one, 6, x, y);
+        qt_dataset_next(&r0, 3, x2, y2);
+        qt_dataset_next(&r1, 3, x2 + 3 * 16, y2 + 3 * 16);
+        mismatch += memcmp(x, x2, sizeof x) != 0 || memcmp(y, y2, sizeof y) != 0;
+        pos_differ += r0.epoch != one.epoch || r0.pos != one.pos || r1.epoch != one.epoch ||
+                      r1.pos != one.pos;
     }
-    CHECK(dup == 0, "ranks read disjoint windows (%d repeats)", dup);
-    free(seen);
+    CHECK(one.epoch >= 2, "the loop crossed epochs (epoch %lld)", (long long)one.epoch);
+    CHECK(mismatch == 0, "2 ranks x 3 = 1 process x 6: %d of %lld batches differ", mismatch,
+          (long long)batches);
+    CHECK(pos_differ == 0, "every rank at the single process's (epoch, pos): %d differ",
+          pos_differ);
+    /* a position saved by 2 ranks resumes on 1 */
+    int32_t x[6 * 16], y[6 * 16], x2[6 * 16], y2[6 * 16];
+    qt_dataset_open_bytes(&b, p, 16, 0.1f, 3);
+    CHECK(qt_dataset_seek(&b, r0.epoch, r0.pos) == QT_OK, "seek");
+    qt_dataset_next(&b, 6, x, y);
+    qt_dataset_next(&one, 6, x2, y2);
+    CHECK(!memcmp(x, x2, sizeof x), "a 2-rank position resumes on 1 rank");
+    qt_dataset_close(&b);
+    qt_dataset_close(&one);
     qt_dataset_close(&r0);
     qt_dataset_close(&r1);
     qt_dataset_close(&a);

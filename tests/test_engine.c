@@ -230,10 +230,83 @@ static void test_llama(void) {
     qt_paramset_free(&ps);
 }
 
+/* The grad hook (data parallel's overlap): each parameter reached fires exactly once,
+ * when its grad is final (the grad seen in the hook equals the one after backward, also
+ * for a parameter read by two ops far apart), in the order backward finishes them; an
+ * unused parameter, a frozen one and a non-parameter input never fire; a failing hook
+ * stops backward with its status. */
+typedef struct {
+    qt_tensor *who[8];
+    float grad[8][16];
+    int n;
+    bool fail;
+} hook_log;
+
+static qt_status log_hook(void *user, qt_tensor *p) {
+    hook_log *h = user;
+    if (h->fail) return QT_ERROR(QT_EIO, "hook says no");
+    if (h->n < 8) {
+        h->who[h->n] = p;
+        memcpy(h->grad[h->n], p->grad, (size_t)qt_numel(p) * sizeof(float));
+    }
+    h->n++;
+    return QT_OK;
+}
+
+static void test_grad_hook(void) {
+    qt_ctx *ctx = qt_ctx_new();
+    qt_paramset ps;
+    qt_paramset_init(&ps);
+    int64_t s44[2] = {4, 4}, s4[1] = {4};
+    qt_tensor *A = qt_paramset_add(&ps, "a", 2, s44, 0);      /* first and last op */
+    qt_tensor *Bm = qt_paramset_add(&ps, "b", 2, s44, 0);     /* the middle */
+    qt_tensor *unused = qt_paramset_add(&ps, "u", 1, s4, 0);  /* never read */
+    qt_tensor *frozen = qt_paramset_add(&ps, "f", 1, s4, QT_PARAM_FROZEN);
+    CHECK(qt_paramset_alloc(&ps) == QT_OK, "alloc");
+    for (int i = 0; i < 16; i++) {
+        ((float *)A->data)[i] = 0.05f * (float)(i - 7);
+        ((float *)Bm->data)[i] = 0.03f * (float)(i % 5 - 2);
+    }
+    int64_t sx[2] = {3, 4};
+    hook_log h = {.n = 0};
+    qt_ctx_set_grad_hook(ctx, log_hook, &h);
+    qt_ctx_reset(ctx); /* the hook stays set across resets */
+    qt_tensor *x = randn(ctx, 2, sx, 11);
+    x->requires_grad = true; /* an input with a grad, not a parameter: no hook */
+    qt_tensor *y = qt_matmul(ctx, x, A, false, true);
+    y = qt_add(ctx, qt_matmul(ctx, y, Bm, false, true), frozen);
+    y = qt_matmul(ctx, qt_silu(ctx, y), A, false, false); /* A again, transposed */
+    qt_tensor *l = qt_sum(ctx, qt_mul(ctx, y, y), QT_AXIS_ALL);
+    CHECK(qt_backward(ctx, l) == QT_OK, "backward with a hook: %s", qt_error_message());
+    CHECK(h.n == 2, "two parameters reached, two hook calls (got %d)", h.n);
+    CHECK(h.n >= 2 && h.who[0] == Bm && h.who[1] == A,
+          "B (read once, mid-graph) finishes before A (read first and last)");
+    for (int k = 0; k < 2 && k < h.n; k++)
+        CHECK(!memcmp(h.grad[k], h.who[k]->grad, 16 * sizeof(float)),
+              "%s: the grad seen by the hook is the final one", h.who[k]->name);
+    (void)unused;
+
+    /* a failing hook ends backward with its status; cleared, backward runs plain */
+    qt_paramset_zero_grad(&ps);
+    qt_ctx_reset(ctx);
+    h.fail = true;
+    l = qt_sum(ctx, qt_matmul(ctx, randn(ctx, 2, sx, 12), A, false, true), QT_AXIS_ALL);
+    CHECK(qt_backward(ctx, l) == QT_EIO && strstr(qt_error_message(), "hook says no"),
+          "a failing hook stops backward: %s", qt_error_message());
+    qt_ctx_set_grad_hook(ctx, NULL, NULL);
+    qt_ctx_reset(ctx);
+    int before = h.n;
+    l = qt_sum(ctx, qt_matmul(ctx, randn(ctx, 2, sx, 13), A, false, true), QT_AXIS_ALL);
+    CHECK(qt_backward(ctx, l) == QT_OK && h.n == before, "a cleared hook is not called");
+    qt_paramset_free(&ps);
+    qt_ctx_free(ctx);
+}
+
 int main(void) {
     test_arena();
     test_sticky_error();
     test_grad_rules();
+    test_grad_hook();
     test_conversions();
     test_rand();
     test_llama();

@@ -15,16 +15,18 @@
 #include "qt_cuda.h"
 #endif
 
-qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg) {
+qt_status qt_adamw_init_slice(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg,
+                              size_t lo, size_t hi) {
     opt->cfg = cfg;
-    opt->n = ps->n_grad;
+    opt->lo = lo;
+    opt->n = hi > lo && hi <= ps->n_grad ? hi - lo : 0;
     opt->step = 0;
     opt->dm = opt->dv = NULL; /* qt_adamw_to_device */
     opt->m = calloc(opt->n ? opt->n : 1, sizeof(float));
     opt->v = calloc(opt->n ? opt->n : 1, sizeof(float));
     if (!opt->m || !opt->v) {
         qt_adamw_free(opt);
-        return QT_ERROR(QT_ENOMEM, "adamw: cannot allocate state for %zu parameters", ps->n_grad);
+        return QT_ERROR(QT_ENOMEM, "adamw: cannot allocate state for %zu parameters", hi - lo);
     }
     if (!(cfg.lr >= 0.0f) || !(cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f) ||
         !(cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f) || !(cfg.eps > 0.0f) || !(cfg.weight_decay >= 0.0f)) {
@@ -33,6 +35,10 @@ qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cf
                                    "weight_decay >= 0");
     }
     return QT_OK;
+}
+
+qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg) {
+    return qt_adamw_init_slice(opt, ps, cfg, 0, ps->n_grad);
 }
 
 void qt_adamw_free(qt_adamw *opt) {
@@ -66,30 +72,43 @@ qt_status qt_adamw_pull(qt_adamw *opt, const qt_paramset *ps) {
     return st;
 }
 
-qt_status qt_grad_sumsq(const qt_paramset *ps, double *out) {
+qt_status qt_grad_sumsq_range(const qt_paramset *ps, size_t lo, size_t hi, double *out) {
+    if (hi > ps->n_grad) hi = ps->n_grad;
+    *out = 0.0;
+    if (lo >= hi) return QT_OK;
     if (ps->dgrad) {
 #ifdef QT_HAVE_CUDA
-        return qt_cuda_sumsq(ps->dgrad, ps->n_grad, out);
+        return qt_cuda_sumsq(ps->dgrad + lo, hi - lo, out);
 #else
         return QT_ERROR(QT_EDEVICE, "grad_sumsq: built without CUDA");
 #endif
     }
     double sq = 0.0;
-    for (size_t i = 0; i < ps->n_grad; i++) sq += (double)ps->grad[i] * ps->grad[i];
+    for (size_t i = lo; i < hi; i++) sq += (double)ps->grad[i] * ps->grad[i];
     *out = sq;
     return QT_OK;
 }
 
-qt_status qt_grad_scale(qt_paramset *ps, float s) {
+qt_status qt_grad_scale_range(qt_paramset *ps, size_t lo, size_t hi, float s) {
+    if (hi > ps->n_grad) hi = ps->n_grad;
+    if (lo >= hi) return QT_OK;
     if (ps->dgrad) {
 #ifdef QT_HAVE_CUDA
-        return qt_cuda_scale(ps->dgrad, ps->n_grad, s);
+        return qt_cuda_scale(ps->dgrad + lo, hi - lo, s);
 #else
         return QT_ERROR(QT_EDEVICE, "grad_scale: built without CUDA");
 #endif
     }
-    for (size_t i = 0; i < ps->n_grad; i++) ps->grad[i] *= s;
+    for (size_t i = lo; i < hi; i++) ps->grad[i] *= s;
     return QT_OK;
+}
+
+qt_status qt_grad_sumsq(const qt_paramset *ps, double *out) {
+    return qt_grad_sumsq_range(ps, 0, ps->n_grad, out);
+}
+
+qt_status qt_grad_scale(qt_paramset *ps, float s) {
+    return qt_grad_scale_range(ps, 0, ps->n_grad, s);
 }
 
 qt_status qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
@@ -108,23 +127,28 @@ qt_status qt_adamw_step(qt_adamw *opt, qt_paramset *ps, float lr) {
     double bc2 = 1.0 - pow((double)c->beta2, (double)opt->step);
     float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float b1c = 1.0f - c->beta1, b2 = c->beta2, b2c = 1.0f - c->beta2, eps = c->eps;
+    size_t lo = opt->lo, hi = opt->lo + opt->n; /* the grad elements this optimizer owns */
     for (int i = 0; i < ps->n; i++) {
         if (ps->goffset[i] == (size_t)-1) continue; /* frozen */
+        size_t g0 = ps->goffset[i], g1 = g0 + (size_t)qt_numel(ps->params[i]);
+        if (g0 < lo) g0 = lo;
+        if (g1 > hi) g1 = hi;
+        if (g0 >= g1) continue; /* another rank's (ZeRO-1) */
+        size_t at = ps->offset[i] + (g0 - ps->goffset[i]); /* the values of grad g0 */
+        int64_t n = (int64_t)(g1 - g0);
         float decay = (ps->flags[i] & QT_PARAM_NO_DECAY) ? 1.0f : 1.0f - lr * c->weight_decay;
         if (gpu) { /* the same update on the GPU */
 #ifdef QT_HAVE_CUDA
-            qt_status st = qt_cuda_adamw(ps->ddata + ps->offset[i], ps->dgrad + ps->goffset[i],
-                                         opt->dm + ps->goffset[i], opt->dv + ps->goffset[i],
-                                         (size_t)qt_numel(ps->params[i]), decay, b1c, b2,
-                                         b2c, eps, step_size, bc2_sqrt);
+            qt_status st = qt_cuda_adamw(ps->ddata + at, ps->dgrad + g0, opt->dm + (g0 - lo),
+                                         opt->dv + (g0 - lo), (size_t)n, decay, b1c, b2, b2c,
+                                         eps, step_size, bc2_sqrt);
             if (st != QT_OK) return st;
 #endif
             continue;
         }
-        float *p = ps->data + ps->offset[i];
-        const float *g = ps->grad + ps->goffset[i];
-        float *m = opt->m + ps->goffset[i], *v = opt->v + ps->goffset[i];
-        int64_t n = qt_numel(ps->params[i]);
+        float *p = ps->data + at;
+        const float *g = ps->grad + g0;
+        float *m = opt->m + (g0 - lo), *v = opt->v + (g0 - lo);
 #pragma omp parallel for schedule(static) if (n > 32768)
         for (int64_t j = 0; j < n; j++) {
             float gj = g[j];

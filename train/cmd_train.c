@@ -1,17 +1,26 @@
 /*
  * cmd_train.c - `qtrain train RECIPE.yaml [--set key=value ...]` and `qtrain train
  * --keys`. Bad recipes, flags and data exit 2 with the file:line:col or key named.
+ *
+ * Under mpirun every rank runs this: MPI starts here and ends here (qt_dist). Rank 0
+ * alone prints progress (the others' stdout goes to /dev/null); any rank's error is
+ * printed with its rank and ends the whole job with the error's exit code, since the
+ * other ranks may be waiting for it in a collective.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "loop.h"
+#include "qt_dist.h"
 #include "recipe.h"
 
 static void train_usage(FILE *f) {
-    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume] [--check]\n"
+    fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume] [--stop-at N] [--check]\n"
                "       --resume continues from OUTPUT.DIR/checkpoint.h5 exactly where it stopped\n"
+               "       --stop-at N  checkpoints and stops after step N of the schedule (a job\n"
+               "                    slot shorter than the run; --resume goes on, on any\n"
+               "                    number of ranks)\n"
                "       --check  validates the recipe and prints it resolved, without training\n"
                "       qtrain train --keys      every recipe key, its type, default and meaning\n");
 }
@@ -45,6 +54,7 @@ int qt_cmd_train(int argc, char **argv) {
     const char *path = argv[0];
     qt_recipe r;
     bool resume = false, check = false;
+    long stop_at = 0;
     qt_recipe_defaults(&r);
     qt_status st = qt_recipe_load(path, &r);
     for (int i = 1; st == QT_OK && i < argc; i++) {
@@ -52,6 +62,12 @@ int qt_cmd_train(int argc, char **argv) {
             st = qt_recipe_set(&r, argv[++i]);
         } else if (!strcmp(argv[i], "--resume")) {
             resume = true;
+        } else if (!strcmp(argv[i], "--stop-at") && i + 1 < argc) {
+            if (!qt_cli_parse_long(argv[++i], &stop_at) || stop_at < 1) {
+                fprintf(stderr, "qtrain train: --stop-at takes a step number >= 1, got '%s'\n",
+                        argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--check")) {
             check = true;
         } else {
@@ -69,16 +85,34 @@ int qt_cmd_train(int argc, char **argv) {
         qt_recipe_write(stdout, &r);
         return 0;
     }
-    qt_train_result res = {0};
-    qt_train_opts opts = {.resume = resume, .recipe_path = path};
-    st = qt_train_run(&r, &opts, &res);
+    qt_dist dist;
+    st = qt_dist_init(&dist);
     if (st != QT_OK) {
         fprintf(stderr, "qtrain train: %s\n", qt_error_message());
+        return qt_cli_exit_code(st);
+    }
+    if (dist.rank != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "qtrain train: rank %d: cannot silence stdout\n", dist.rank);
+        qt_dist_abort(&dist, 1);
+    }
+    qt_train_result res = {0};
+    qt_train_opts opts = {.resume = resume, .stop_at = stop_at, .recipe_path = path,
+                          .dist = &dist};
+    st = qt_train_run(&r, &opts, &res);
+    if (st != QT_OK) {
+        if (dist.world > 1) {
+            fprintf(stderr, "qtrain train: rank %d of %d: %s\n", dist.rank, dist.world,
+                    qt_error_message());
+            qt_dist_abort(&dist, qt_cli_exit_code(st)); /* every rank, never a hang */
+        }
+        fprintf(stderr, "qtrain train: %s\n", qt_error_message());
+        qt_dist_finalize(&dist);
         return qt_cli_exit_code(st);
     }
     printf("qtrain train: %ld steps in %.1f s, loss %.4f -> %.4f", res.steps, res.seconds,
            res.first_loss, res.last_loss);
     if (res.val_ppl > 0) printf(", val loss %.4f, val perplexity %.3f", res.val_loss, res.val_ppl);
     printf("\n");
+    qt_dist_finalize(&dist);
     return 0;
 }

@@ -24,6 +24,7 @@
 #include "qt_export.h"
 #include "qat_recipe.h"
 #include "qt_data.h"
+#include "qt_dist.h"
 #include "qt_layers.h"
 #include "qt_lora.h"
 #include "qt_train.h"
@@ -63,15 +64,18 @@ static qt_status make_dirs(const char *path) {
     return QT_OK;
 }
 
-/* Mean validation loss over eval_batches micro-batches, grad mode off. */
+/* Mean validation loss over eval_batches batches, grad mode off. Data parallel: batch i
+ * is world * B windows, rank r scoring its slice of B, so N ranks with batch B score the
+ * windows one process with batch N B does. */
 static qt_status evaluate(qt_ctx *ctx, qt_model *m, const qt_dataset *ds, int64_t B,
-                          int batches, int32_t *ids, int32_t *tgt, double *loss_out) {
+                          int batches, int32_t *ids, int32_t *tgt, qt_dist *d,
+                          double *loss_out) {
     int64_t shape[2] = {B, ds->seq_len};
     double total = 0.0;
     bool prev = qt_ctx_set_grad_enabled(ctx, false);
     for (int i = 0; i < batches; i++) {
         qt_ctx_reset(ctx);
-        qt_dataset_val(ds, (int64_t)i * B, B, ids, tgt);
+        qt_dataset_val(ds, ((int64_t)i * d->world + d->rank) * B, B, ids, tgt);
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
         qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
         qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, m, x), y, -100);
@@ -88,8 +92,9 @@ static qt_status evaluate(qt_ctx *ctx, qt_model *m, const qt_dataset *ds, int64_
         total += lv;
     }
     qt_ctx_set_grad_enabled(ctx, prev);
-    *loss_out = total / batches;
-    return QT_OK;
+    qt_status st = qt_dist_reduce_f64(d, &total, 1, QT_DIST_SUM);
+    *loss_out = total / ((double)batches * d->world);
+    return st;
 }
 
 int qt_model_context(const qt_model *m) {
@@ -437,22 +442,23 @@ static void print_sample(const char *text) {
     printf("\n------------------\n");
 }
 
-/* train.device cuda: the parameters, their grads and the optimizer state move to GPU 0
- * (after a resume has loaded them on the host), new tensors of the step go there, and
- * activations are bf16 unless train.dtype says f32. */
-static qt_status use_device(const qt_recipe *r, qt_ctx *ctx, qt_paramset *ps, qt_adamw *opt,
-                            qt_paramset *qps, qt_adamw *qopt) {
+/* train.device cuda: the parameters, their grads and the optimizer state move to the
+ * GPU gpu_index (a rank's local rank; the engine calls it device 0, each process owning
+ * one), after a resume has loaded them on the host; new tensors of the step go there,
+ * and activations are bf16 unless train.dtype says f32. */
+static qt_status use_device(const qt_recipe *r, int gpu_index, qt_ctx *ctx, qt_paramset *ps,
+                            qt_adamw *opt, qt_paramset *qps, qt_adamw *qopt) {
     bool cuda = !strcmp(r->train.device, "cuda");
     bool bf16 = !strcmp(r->train.dtype, "bf16") || (cuda && !strcmp(r->train.dtype, "auto"));
     if (!cuda) return QT_OK;
 #ifdef QT_HAVE_CUDA
-    qt_status st = qt_cuda_init(0);
+    qt_status st = qt_cuda_init(gpu_index);
     if (st != QT_OK) {
         char why[512];
         snprintf(why, sizeof why, "%s", qt_error_message());
         return QT_ERROR(st, "train.device cuda: %s", why);
     }
-    const qt_device gpu = {QT_DEV_CUDA, 0};
+    const qt_device gpu = {QT_DEV_CUDA, 0}; /* the process's GPU (cudaSetDevice above) */
     st = qt_paramset_to(ps, gpu);
     if (st == QT_OK) st = qt_adamw_to_device(opt, ps);
     if (st == QT_OK && qps) st = qt_paramset_to(qps, gpu);
@@ -464,7 +470,7 @@ static qt_status use_device(const qt_recipe *r, qt_ctx *ctx, qt_paramset *ps, qt
            bf16 ? "bf16" : "f32");
     return QT_OK;
 #else /* the recipe's validation refuses it first */
-    (void)ctx, (void)ps, (void)opt, (void)qps, (void)qopt, (void)bf16;
+    (void)gpu_index, (void)ctx, (void)ps, (void)opt, (void)qps, (void)qopt, (void)bf16;
     return QT_ERROR(QT_ENOTSUP, "train.device cuda: built without CUDA");
 #endif
 }
@@ -493,6 +499,59 @@ static qt_status save_adapter(const qt_recipe *r, qt_lora *l) {
     return st;
 }
 
+/* The trained paramsets in the order qt_dist_grads takes them: the model's (LoRA: the
+ * adapters), then QAT's learnable scales if any. ZeRO-1 shards the first. */
+static int trained_sets(qt_paramset *ps, qt_paramset *qps, bool lora, bool has_qopt,
+                        qt_paramset *out[2]) {
+    int n = 0;
+    if (!lora) out[n++] = ps;
+    if (has_qopt) out[n++] = qps;
+    return n;
+}
+
+/* ZeRO-1 checkpoint: every rank's slice of the moments gathered on rank 0 into a full
+ * optimizer state (only rank 0 writes the file). */
+static qt_status zero_full_moments(qt_dist *d, const qt_adamw *slice, const qt_paramset *ps,
+                                   qt_adamw *full) {
+    memset(full, 0, sizeof *full);
+    qt_status st = d->rank == 0 ? qt_adamw_init(full, ps, slice->cfg) : QT_OK;
+    if (st == QT_OK) st = qt_dist_gather_moments(d, slice, full);
+    return st;
+}
+
+/* ZeRO-1 resume: the checkpoint's full moments, this rank's slice of them kept. */
+static qt_status zero_load_moments(const char *ckpt, qt_paramset *ps, qt_adamw *slice,
+                                   qt_ckpt_state *cs) {
+    qt_adamw full;
+    qt_status st = qt_adamw_init(&full, ps, slice->cfg);
+    if (st != QT_OK) return st;
+    st = qt_checkpoint_load(ckpt, ps, &full, cs);
+    if (st == QT_OK) {
+        memcpy(slice->m, full.m + slice->lo, slice->n * sizeof(float));
+        memcpy(slice->v, full.v + slice->lo, slice->n * sizeof(float));
+        slice->step = full.step;
+    }
+    qt_adamw_free(&full);
+    return st;
+}
+
+/* Ranks must hold the same weights bit for bit (the same averaged grads, the same
+ * update); checked at each checkpoint, so a reduction that is not bitwise identical
+ * everywhere, or a rank that went its own way, is an error rather than a silent drift. */
+static qt_status check_ranks_agree(qt_dist *d, qt_paramset *const *sets, int n, long step) {
+    if (d->world == 1) return QT_OK;
+    for (int k = 0; k < n; k++) {
+        int64_t h[2] = {(int64_t)qt_dist_digest(sets[k]), 0};
+        h[1] = -h[0];
+        qt_status st = qt_dist_reduce_i64(d, h, 2, QT_DIST_MAX);
+        if (st != QT_OK) return st;
+        if (h[0] != -h[1])
+            return QT_ERROR(QT_ESTATE, "step %ld: the ranks' weights differ (a collective that "
+                                       "is not bitwise identical on every rank?)", step);
+    }
+    return QT_OK;
+}
+
 qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_result *res) {
     bool resume = opts && opts->resume;
     long stop_at = opts && opts->stop_at > 0 ? opts->stop_at : r->train.steps;
@@ -505,10 +564,25 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     res->max_losses = max_losses;
     res->weights = weights;
     res->max_weights = max_weights;
+    qt_dist single = {.world = 1, .local_world = 1};
+    qt_dist *d = opts && opts->dist ? opts->dist : &single;
+    bool root = d->rank == 0;
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
+    else if (d->local_world > 1) { /* the node's cores, shared among its ranks */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        qt_set_num_threads(cores / d->local_world > 1 ? (int)(cores / d->local_world) : 1);
+    }
+    bool cuda = !strcmp(r->train.device, "cuda");
+    bool nccl = cuda && d->world > 1 &&
+                (!strcmp(r->distributed.backend, "nccl") ||
+#ifdef QT_HAVE_NCCL
+                 !strcmp(r->distributed.backend, "auto"));
+#else
+                 false);
+#endif
 #ifdef QT_HAVE_CUDA
-    if (!strcmp(r->train.device, "cuda")) { /* before anything is loaded or written */
-        qt_status cst = qt_cuda_init(0);
+    if (cuda) { /* before anything is loaded or written */
+        qt_status cst = qt_cuda_init(d->local_rank);
         if (cst != QT_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", qt_error_message());
@@ -516,6 +590,15 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
     }
 #endif
+    if (nccl) {
+        qt_status nst = qt_dist_nccl_init(d, d->local_rank);
+        if (nst != QT_OK) return nst;
+    }
+    if (d->world > 1 && strcmp(r->qat.activation.format, "none") && !r->qat.activation.dynamic)
+        return QT_ERROR(QT_ENOTSUP, "%s: qat.activation per_tensor (a static range from an "
+                                    "observer) is not data parallel yet: each rank would observe "
+                                    "its own batches; use per_token or one rank",
+                        opts && opts->recipe_path ? opts->recipe_path : "recipe");
     qt_model model;
     qt_tokenizer *tok = NULL;
     qt_status st = qt_recipe_model(r, &model, &tok);
@@ -541,7 +624,9 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                             .seed = (uint64_t)r->train.seed, .cache_dir = r->output.dir,
                             .chat = &chat};
     if (st == QT_OK) st = qt_dataset_open(&ds, &dc);
+    if (st == QT_OK && d->world > 1) st = qt_dataset_shard(&ds, d->rank, d->world);
     if (st != QT_OK) {
+        qt_dataset_close(&ds);
         qt_lora_free(lora);
         qt_qat_free(qat);
         qt_tokenizer_free(tok);
@@ -552,11 +637,16 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_adamw_config oc = {.lr = r->optimizer.lr, .beta1 = r->optimizer.betas[0],
                           .beta2 = r->optimizer.betas[1], .eps = r->optimizer.eps,
                           .weight_decay = r->optimizer.weight_decay};
+    /* ZeRO-1: the first trained paramset's moments for this rank's slice only */
+    bool zero = r->distributed.zero == 1 && d->world > 1;
     /* LoRA: the base is frozen, so the model's optimizer is sized for nothing (an empty
      * paramset): no moments for the base, and no step can move it, weight decay included */
     qt_paramset none;
     qt_paramset_init(&none);
-    st = qt_adamw_init(&opt, lora ? &none : ps, oc);
+    size_t zlo = 0, zhi = 0;
+    if (zero && !lora) qt_dist_shard(d, d->rank, ps->n_grad, &zlo, &zhi);
+    st = zero && !lora ? qt_adamw_init_slice(&opt, ps, oc, zlo, zhi)
+                       : qt_adamw_init(&opt, lora ? &none : ps, oc);
     /* The second paramset ("buffers" in checkpoints): QAT's learnable scales get their
      * own AdamW (lr * qat.weight.lr_ratio, no decay); LoRA's adapters get the recipe's */
     qt_paramset *qps = qat ? qt_qat_buffers(qat) : lora ? qt_lora_params(lora) : NULL;
@@ -565,9 +655,15 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     if (st == QT_OK && qps && qps->n_grad > 0) {
         qt_adamw_config qoc = oc;
         if (qat) qoc.weight_decay = 0.0f;
-        st = qt_adamw_init(&qopt, qps, qoc);
+        if (zero && lora) qt_dist_shard(d, d->rank, qps->n_grad, &zlo, &zhi);
+        st = zero && lora ? qt_adamw_init_slice(&qopt, qps, qoc, zlo, zhi)
+                          : qt_adamw_init(&qopt, qps, qoc);
         has_qopt = st == QT_OK;
     }
+    qt_paramset *sets[2];
+    int n_sets = trained_sets(ps, qps, lora != NULL, has_qopt, sets);
+    /* the sharded paramset's optimizer, when ZeRO-1 is on */
+    qt_adamw *zopt = !zero ? NULL : lora ? &qopt : &opt;
     qt_ctx *ctx = st == QT_OK ? qt_ctx_new() : NULL;
     int64_t B = r->train.batch_size, T = r->data.seq_len;
     int32_t *ids = malloc((size_t)(B * T) * sizeof(int32_t));
@@ -575,12 +671,12 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     FILE *metrics = NULL;
     char path[QT_PATH_MAX + 32];
     if (st == QT_OK && (!ctx || !ids || !tgt)) st = QT_ERROR(QT_ENOMEM, "train: out of memory");
-    if (st == QT_OK) {
+    if (st == QT_OK && root) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", r->output.dir);
         metrics = fopen(path, resume ? "a" : "w"); /* a resumed run appends */
         if (!metrics) st = QT_ERROR(QT_EIO, "%s: cannot write metrics: %s", path, strerror(errno));
     }
-    if (st == QT_OK) {
+    if (st == QT_OK && root) {
         snprintf(path, sizeof path, "%s/recipe.yaml", r->output.dir);
         FILE *f = fopen(path, "w");
         if (f) {
@@ -594,9 +690,16 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                (long long)ds.n_tokens, ds.from_cache ? " from cache" : "", r->data.tokenizer,
                (long long)ds.n_train, (long long)ds.n_val, (long long)T, (long long)B,
                r->train.grad_accum, qt_get_num_threads());
+        if (d->world > 1)
+            printf("data parallel: %d ranks on %d node(s), %s, batch %lld per rank (%lld "
+                   "global), buckets of %g MiB%s%s\n", d->world, d->world / d->local_world,
+                   nccl ? "NCCL" : cuda ? "MPI (GPU grads through the host)" : "MPI",
+                   (long long)B, (long long)B * d->world, (double)r->distributed.bucket_mb,
+                   r->distributed.overlap ? " overlapped with backward" : "",
+                   zero ? ", ZeRO-1 (optimizer state sharded)" : "");
         if (qat) {
-            char d[256];
-            printf("QAT: %s, fake-quant from step %ld\n", qt_qat_describe(qat, d, sizeof d),
+            char desc[256];
+            printf("QAT: %s, fake-quant from step %ld\n", qt_qat_describe(qat, desc, sizeof desc),
                    r->qat.start_step);
         }
         if (lora) print_lora(lora, r, ps->n_total);
@@ -618,27 +721,49 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         fclose(mem);
     }
     long start = 0;
-    if (st == QT_OK && resume) {
+    if (st == QT_OK && resume) { /* every rank reads the same checkpoint, any world size */
         qt_ckpt_state cs;
-        st = qt_checkpoint_load(ckpt, ps, &opt, &cs);
+        st = zero && !lora ? zero_load_moments(ckpt, ps, &opt, &cs)
+                           : qt_checkpoint_load(ckpt, ps, &opt, &cs);
         if (st == QT_OK && cs.seed != r->train.seed)
             st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
                           ckpt, cs.seed, r->train.seed);
-        if (st == QT_OK && qps)
+        if (st == QT_OK && qps && zero && lora) {
+            qt_adamw full;
+            st = qt_adamw_init(&full, qps, qopt.cfg);
+            if (st == QT_OK) st = qt_checkpoint_load_buffers(ckpt, qps, &full);
+            if (st == QT_OK) {
+                memcpy(qopt.m, full.m + qopt.lo, qopt.n * sizeof(float));
+                memcpy(qopt.v, full.v + qopt.lo, qopt.n * sizeof(float));
+                qopt.step = full.step;
+                qt_adamw_free(&full);
+            }
+        } else if (st == QT_OK && qps) {
             st = qt_checkpoint_load_buffers(ckpt, qps, has_qopt ? &qopt : NULL);
+        }
         /* QLoRA: the checkpoint's base (the dequantized NF4) went back into the released
          * f32 copies; the NF4 already holds it */
         if (st == QT_OK && lora) st = qt_lora_release_base(lora);
         if (st == QT_OK) st = qt_dataset_seek(&ds, cs.data_epoch, cs.data_pos);
         if (st == QT_OK) {
             start = cs.step;
-            printf("resumed from %s at step %ld\n", ckpt, start);
+            if (root) printf("resumed from %s at step %ld\n", ckpt, start);
         }
     }
 
-    if (st == QT_OK) st = use_device(r, ctx, ps, &opt, qps, has_qopt ? &qopt : NULL);
+    if (st == QT_OK) st = use_device(r, d->local_rank, ctx, ps, &opt, qps, has_qopt ? &qopt : NULL);
+    qt_dist_grads *grads = NULL;
+    if (st == QT_OK && d->world > 1) {
+        qt_dist_grads_config gc = {.bucket_bytes = (size_t)(r->distributed.bucket_mb * 1048576.0),
+                                   .overlap = r->distributed.overlap, .zero = zero};
+        st = qt_dist_grads_new(d, sets, n_sets, &gc, &grads);
+    }
     int64_t shape[2] = {B, T};
-    bool tty = isatty(STDOUT_FILENO);
+    /* the live bar only for a single process: mpirun hands rank 0 a pseudo-terminal
+     * even when its own output goes to a file */
+    bool tty = d->world == 1 && isatty(STDOUT_FILENO);
+    if (st == QT_OK && opts && opts->stop_at > 0 && stop_at <= start)
+        st = QT_ERROR(QT_EINVAL, "--stop-at %ld: %s is already at step %ld", stop_at, ckpt, start);
     double t0 = qt_now_s(), tokens = 0;
     int bad_run = 0;
     for (long step = start; st == QT_OK && step < r->train.steps; step++) {
@@ -650,33 +775,52 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         if (has_qopt && step == r->qat.start_step && step > 0) qt_qat_init_scales(qat);
         double loss = 0.0;
         for (int micro = 0; micro < r->train.grad_accum && st == QT_OK; micro++) {
-            /* a fresh dropout mask per micro-batch, the same again after a resume */
-            if (lora) qt_lora_set_step(lora, (uint64_t)step * (uint64_t)r->train.grad_accum +
-                                                 (uint64_t)micro);
+            /* a fresh dropout mask per micro-batch and rank, the same again after a resume
+             * (one process: the step's micro-batch index, as before data parallel) */
+            if (lora)
+                qt_lora_set_step(lora, ((uint64_t)step * (uint64_t)r->train.grad_accum +
+                                        (uint64_t)micro) * (uint64_t)d->world + (uint64_t)d->rank);
             qt_ctx_reset(ctx);
             qt_dataset_next(&ds, B, ids, tgt);
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
             qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
             qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, &model, x), y, -100);
             l = qt_scale(ctx, l, 1.0f / (float)r->train.grad_accum);
+            /* the last micro-batch completes the grads: their buckets move as they do */
+            if (grads && micro == r->train.grad_accum - 1) qt_dist_grads_arm(grads, ctx);
             if (!l) st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
             else st = qt_backward(ctx, l);
             float lv = 0.0f;
             if (st == QT_OK) st = qt_tensor_read(l, &lv);
             loss += lv;
-            tokens += (double)(B * T);
+            tokens += (double)(B * T) * d->world;
+        }
+        /* the mean over ranks of the per-rank means: the global batch's loss and grads */
+        if (grads) {
+            qt_status gst = qt_dist_grads_finish(grads, ctx);
+            if (st == QT_OK) st = gst;
+        }
+        if (st == QT_OK && d->world > 1) {
+            st = qt_dist_reduce_f64(d, &loss, 1, QT_DIST_SUM);
+            loss /= d->world;
         }
         if (st != QT_OK) break;
         double sq = 0.0, qsq = 0.0; /* LoRA: the norm is the adapters' alone */
-        if (!lora) st = qt_grad_sumsq(ps, &sq);
-        if (st == QT_OK && has_qopt) st = qt_grad_sumsq(qps, &qsq);
+        if (!lora) st = zero ? qt_grad_sumsq_range(ps, zlo, zhi, &sq) : qt_grad_sumsq(ps, &sq);
+        if (st == QT_OK && has_qopt)
+            st = zero && lora ? qt_grad_sumsq_range(qps, zlo, zhi, &qsq) : qt_grad_sumsq(qps, &qsq);
+        if (st == QT_OK && zero) { /* ZeRO-1: each rank holds its slice's sum */
+            double *part = lora ? &qsq : &sq;
+            st = qt_dist_reduce_f64(d, part, 1, QT_DIST_SUM);
+        }
         if (st != QT_OK) break;
         double gnorm = sqrt(sq + qsq);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             bad_run++;
             res->skipped_steps++;
-            printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n", step,
-                   loss, gnorm, bad_run);
+            if (root)
+                printf("step %ld: loss %g, grad norm %g: not finite, step skipped (%d in a row)\n",
+                       step, loss, gnorm, bad_run);
             if (!lora) qt_paramset_zero_grad(ps);
             if (has_qopt) qt_paramset_zero_grad(qps);
             if (bad_run >= r->train.max_bad_steps)
@@ -693,11 +837,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
         if (!lora) {
             st = qt_adamw_step(&opt, ps, lr);
+            if (st == QT_OK && zero) st = qt_dist_allgather_params(d, ps);
             if (st != QT_OK) break;
             qt_paramset_zero_grad(ps);
         }
         if (lora && has_qopt) {
             st = qt_adamw_step(&qopt, qps, lr);
+            if (st == QT_OK && zero) st = qt_dist_allgather_params(d, qps);
             if (st != QT_OK) break;
             qt_paramset_zero_grad(qps);
         } else if (has_qopt) { /* QAT: not before fake-quant is on (bias correction) */
@@ -724,7 +870,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                    el / (double)(step + 1 - start) * (double)(r->train.steps - step - 1));
             fflush(stdout);
         }
-        if (log_now) {
+        if (log_now && root) {
             if (tty) printf("\r\033[K");
             double el = qt_now_s() - t0, tps = tokens / (el > 0 ? el : 1e-9);
             double eta = el / (double)(step + 1 - start) * (double)(r->train.steps - step - 1);
@@ -740,16 +886,18 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         bool eval_now = last || (r->output.eval_every && (step + 1) % r->output.eval_every == 0);
         if (eval_now && ds.n_val > 0) {
             double vl = 0.0;
-            st = evaluate(ctx, &model, &ds, B, r->output.eval_batches, ids, tgt, &vl);
+            st = evaluate(ctx, &model, &ds, B, r->output.eval_batches, ids, tgt, d, &vl);
             if (st != QT_OK) break;
             res->val_loss = vl;
             res->val_ppl = exp(vl);
-            printf("eval step %ld: val loss %.4f, perplexity %.3f (per byte)\n", step + 1, vl,
-                   exp(vl));
-            fprintf(metrics, "{\"step\": %ld, \"val_loss\": %.6f, \"val_ppl\": %.4f}\n", step + 1,
-                    vl, exp(vl));
-            fflush(metrics);
-            if (r->output.sample_tokens > 0) {
+            if (root) {
+                printf("eval step %ld: val loss %.4f, perplexity %.3f (per byte)\n", step + 1,
+                       vl, exp(vl));
+                fprintf(metrics, "{\"step\": %ld, \"val_loss\": %.6f, \"val_ppl\": %.4f}\n",
+                        step + 1, vl, exp(vl));
+                fflush(metrics);
+            }
+            if (root && r->output.sample_tokens > 0) {
                 char *text = NULL;
                 if (qt_generate(ctx, &model, tok, r->output.sample_prompt, r->output.sample_tokens,
                                 (int)r->data.seq_len, 0.8f, (uint64_t)r->train.seed + (uint64_t)step,
@@ -763,24 +911,30 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
             st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
+            if (st == QT_OK) st = check_ranks_agree(d, sets, n_sets, step + 1);
+            qt_adamw full = {0}; /* ZeRO-1: the whole state, on rank 0 */
+            if (st == QT_OK && zopt) st = zero_full_moments(d, zopt, lora ? qps : ps, &full);
+            const qt_adamw *wopt = zopt && !lora ? &full : &opt;
+            const qt_adamw *wqopt = zopt && lora ? &full : has_qopt ? &qopt : NULL;
             /* QLoRA: the base as trained against (dequantized NF4) for the file, then
              * released again */
-            if (st == QT_OK && lora) st = qt_lora_restore_base(lora);
-            if (st == QT_OK)
-                st = qt_checkpoint_save(ckpt, ps, &opt, &cs, recipe_text, qps,
-                                        has_qopt ? &qopt : NULL);
-            if (st == QT_OK && lora) st = qt_lora_release_base(lora);
+            if (st == QT_OK && root && lora) st = qt_lora_restore_base(lora);
+            if (st == QT_OK && root)
+                st = qt_checkpoint_save(ckpt, ps, wopt, &cs, recipe_text, qps, wqopt);
+            if (st == QT_OK && root && lora) st = qt_lora_release_base(lora);
+            qt_adamw_free(&full);
             if (st != QT_OK || step + 1 == stop_at) break; /* stop_at: checkpointed, done */
         }
     }
     res->seconds = qt_now_s() - t0;
     if (st == QT_OK) st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
-    if (st == QT_OK && lora) st = save_adapter(r, lora);
+    if (st == QT_OK && lora && root) st = save_adapter(r, lora);
     if (st == QT_OK && res->weights && lora) st = qt_lora_restore_base(lora);
     if (st == QT_OK && res->weights) {
         size_t n = ps->n_total < res->max_weights ? ps->n_total : res->max_weights;
         memcpy(res->weights, ps->data, n * sizeof(float));
     }
+    qt_dist_grads_free(grads);
     free(recipe_text);
     if (metrics) fclose(metrics);
     free(ids);

@@ -28,6 +28,7 @@ typedef struct {
     bool resume;  /* continue from output.dir/checkpoint.h5 */
     long stop_at; /* > 0: checkpoint and stop after this many steps (of the full schedule) */
     const char *recipe_path; /* names the recipe in messages; NULL = "recipe" */
+    struct qt_dist *dist;    /* this rank of a data-parallel job; NULL = a single process */
 } qt_train_opts;
 
 /* Trains as the recipe says. The caller may set res->losses / res->weights before the

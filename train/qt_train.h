@@ -23,6 +23,7 @@ typedef struct {
     float *m;     /* (n) first moments, laid out as the paramset's flat grad buffer */
     float *v;     /* (n) second moments */
     size_t n;
+    size_t lo;    /* m[0] is grad element lo (ZeRO-1's slice; 0 for the whole buffer) */
     int64_t step; /* steps taken */
     float *dm, *dv; /* (n) the moments on the GPU while the paramset is there, else NULL */
     qt_device ddev; /* where dm, dv live */
@@ -30,6 +31,10 @@ typedef struct {
 
 /* Moments sized to ps->n_grad, zeroed. ps must be allocated. */
 qt_status qt_adamw_init(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg);
+/* Moments for grad elements [lo, hi) only (ZeRO-1: each rank steps its slice of the
+ * flat buffer; AdamW is elementwise, so the slices together are the whole update). */
+qt_status qt_adamw_init_slice(qt_adamw *opt, const qt_paramset *ps, qt_adamw_config cfg,
+                              size_t lo, size_t hi);
 void qt_adamw_free(qt_adamw *opt);
 /* One update of every non-frozen parameter from its grad, at learning rate lr (the
  * schedule's value for this step), on the device the paramset is on (its moments must
@@ -43,5 +48,8 @@ qt_status qt_adamw_pull(qt_adamw *opt, const qt_paramset *ps);
  * norm clipping's two passes. */
 qt_status qt_grad_sumsq(const qt_paramset *ps, double *out);
 qt_status qt_grad_scale(qt_paramset *ps, float s);
+/* The same over grad elements [lo, hi) (ZeRO-1's slice). */
+qt_status qt_grad_sumsq_range(const qt_paramset *ps, size_t lo, size_t hi, double *out);
+qt_status qt_grad_scale_range(qt_paramset *ps, size_t lo, size_t hi, float s);
 
 #endif /* QT_TRAIN_H */

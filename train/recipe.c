@@ -221,6 +221,16 @@ static const keydef keys[] = {
      "GGUF type of the weights left unquantized (embedding, lm_head)"},
     {"export.st_float", K_STR, F(export.st_float), 0, 0, "f32|f16|bf16",
      "safetensors dtype of the tensors left unquantized"},
+    {"distributed.backend", K_STR, F(distributed.backend), 0, 0, "auto|mpi|nccl",
+     "under mpirun: how gradients move between ranks; auto = nccl with train.device cuda in "
+     "a build with NCCL, else mpi (MPI_Allreduce; GPU grads staged through the host)"},
+    {"distributed.bucket_mb", K_FLOAT, F(distributed.bucket_mb), 0.01, 4096, NULL,
+     "gradient all-reduce bucket size in MiB (PyTorch DDP's bucket_cap_mb)"},
+    {"distributed.zero", K_INT, F(distributed.zero), 0, 1, NULL,
+     "1 = ZeRO-1: each rank keeps the AdamW moments of its slice of the parameters "
+     "(gradients reduce-scattered, parameters all-gathered; CPU only for now)"},
+    {"distributed.overlap", K_BOOL, F(distributed.overlap), 0, 0, NULL,
+     "start each bucket's all-reduce as soon as backward has finished its gradients"},
     {"output.dir", K_STR, F(output.dir), 0, 0, NULL, "run directory (metrics, checkpoints)"},
     {"output.log_every", K_INT, F(output.log_every), 1, 1 << 30, NULL,
      "print and record metrics every N steps"},
@@ -271,6 +281,9 @@ void qt_recipe_defaults(qt_recipe *r) {
     r->schedule.warmup = 100;
     strcpy(r->schedule.decay, "cosine");
     r->schedule.min_lr_ratio = 0.1f;
+    strcpy(r->distributed.backend, "auto");
+    r->distributed.bucket_mb = 25.0f;
+    r->distributed.overlap = true;
     strcpy(r->output.dir, "runs/run");
     r->output.log_every = 10;
     r->output.eval_every = 0;
@@ -675,6 +688,17 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
     if (!strcmp(r->train.dtype, "bf16") && strcmp(r->train.device, "cuda"))
         return QT_ERROR(QT_EINVAL, "%s: train.dtype bf16 needs train.device cuda (the CPU "
                                    "kernels are the f32 reference)", p);
+    if (!strcmp(r->distributed.backend, "nccl") && strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_EINVAL, "%s: distributed.backend nccl needs train.device cuda (NCCL "
+                                   "moves GPU memory); use mpi or auto on the CPU", p);
+#ifndef QT_HAVE_NCCL
+    if (!strcmp(r->distributed.backend, "nccl"))
+        return QT_ERROR(QT_ENOTSUP, "%s: distributed.backend nccl: this qtrain was built without "
+                                    "NCCL (it needs CUDA, MPI and libnccl); use auto or mpi", p);
+#endif
+    if (r->distributed.zero && !strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
+                                    "distributed.zero 0 with train.device cuda", p);
     return QT_OK;
 }
 

@@ -110,6 +110,12 @@ typedef struct {
         char gguf_float[8];         /* f32 | f16: GGUF type of unquantized weights */
         char st_float[8];           /* f32 | f16 | bf16: safetensors unquantized tensors */
     } export;
+    struct {                        /* data parallel under mpirun (train/qt_dist.h) */
+        char backend[8];            /* auto | mpi | nccl */
+        float bucket_mb;            /* gradient all-reduce bucket size, MiB */
+        int zero;                   /* 0 | 1: ZeRO-1 shards the optimizer state */
+        bool overlap;               /* all-reduce buckets while backward runs */
+    } distributed;
     struct {
         char dir[QT_PATH_MAX];
         int log_every, eval_every, eval_batches, checkpoint_every, sample_tokens;
