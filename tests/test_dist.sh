@@ -21,9 +21,10 @@ DIFF=$2
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 # CI runs as root; Open MPI refuses that unless told
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# Open MPI's own allocations at MPI_Init / MPI_Finalize are not ours to find
-export LSAN_OPTIONS=${LSAN_OPTIONS:-}${LSAN_OPTIONS:+:}suppressions=$(dirname "$0")/lsan_mpi.supp
-MPIRUN=(mpirun --oversubscribe --bind-to none)
+# Under the ASan build: Open MPI's plugins leak at MPI_Init and are unloaded by
+# MPI_Finalize, so LeakSanitizer reports unnamed frames no suppression can match; leak
+# checks stay on for the single-process runs (the same loop), off in ranks under mpirun
+MPIRUN=(env "ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}detect_leaks=0" mpirun --oversubscribe --bind-to none)
 TOL=1e-5
 
 tiny_data

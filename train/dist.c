@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "qt_dist.h"
 #ifdef QT_HAVE_MPI
@@ -125,6 +126,14 @@ _Noreturn void qt_dist_abort(qt_dist *d, int code) {
 #endif
     (void)d;
     exit(code);
+}
+
+qt_status qt_dist_barrier(qt_dist *d) {
+    if (d->world == 1) return QT_OK;
+#ifdef QT_HAVE_MPI
+    QT_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+#endif
+    return QT_OK;
 }
 
 qt_status qt_dist_reduce_f64(qt_dist *d, double *x, int n, qt_dist_op op) {
@@ -402,11 +411,18 @@ static qt_status reduce_scatter(qt_dist_grads *g, qt_paramset *ps) {
     return QT_OK;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx) {
     if (g->armed) qt_ctx_set_grad_hook(ctx, NULL, NULL);
     bool armed = g->armed;
     g->armed = false;
     if (g->d->world == 1) return QT_OK;
+    double t0 = now_s();
     if (!armed) reset_buckets(g);
     qt_status st = QT_OK;
     for (int i = 0; i < g->n_b && st == QT_OK; i++) /* what backward did not finish */
@@ -422,6 +438,7 @@ qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx) {
     }
 #endif
     if (st == QT_OK && g->cfg.zero) st = reduce_scatter(g, g->ps[0]);
+    g->d->wait_s += now_s() - t0; /* what backward did not hide (GPU: the queueing only) */
     return st;
 }
 

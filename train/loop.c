@@ -758,6 +758,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
                                    .overlap = r->distributed.overlap, .zero = zero};
         st = qt_dist_grads_new(d, sets, n_sets, &gc, &grads);
     }
+    /* ranks start the clock together: setup takes each its own time */
+    if (st == QT_OK) st = qt_dist_barrier(d);
     int64_t shape[2] = {B, T};
     /* the live bar only for a single process: mpirun hands rank 0 a pseudo-terminal
      * even when its own output goes to a file */

@@ -30,8 +30,8 @@ typedef struct qt_dist {
     bool mpi;                    /* MPI_Init was called here (launched by mpirun) */
     bool nccl;                   /* GPU grads move through NCCL (qt_dist_nccl_init) */
     void *nccl_comm, *nccl_stream, *nccl_event; /* ncclComm_t, cudaStream_t, cudaEvent_t */
-    /* counters of this rank: payload bytes handed to collectives, calls, seconds in
-     * blocking waits (bench/ reads them) */
+    /* counters of this rank: payload bytes handed to collectives, calls, and seconds
+     * spent in qt_dist_grads_finish (the communication backward did not hide) */
     double bytes, wait_s;
     long calls;
 } qt_dist;
@@ -45,6 +45,9 @@ void qt_dist_finalize(qt_dist *d);
 /* Ends every rank of the job with `code` (MPI_Abort), or exits this process. For an
  * error on one rank while the others may wait in a collective: never a hang. */
 _Noreturn void qt_dist_abort(qt_dist *d, int code);
+
+/* Every rank waits for all the others (MPI_Barrier). */
+qt_status qt_dist_barrier(qt_dist *d);
 
 typedef enum { QT_DIST_SUM, QT_DIST_MAX, QT_DIST_MIN } qt_dist_op;
 /* In place across ranks (host values). */
