@@ -64,6 +64,7 @@ static int fail(qt_dist *d, const char *what) {
 }
 
 int main(int argc, char **argv) {
+    qt_blas_reexec_if_slow(argv); /* as qtrain: OpenBLAS's own kernels for this CPU */
     const char *data = "build/data/fortunes.txt";
     int steps = 20, batch = 16, threads = 1;
     double bucket_mb = 25;

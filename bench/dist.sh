@@ -6,8 +6,9 @@
 #
 #   bash bench/dist.sh [--ranks N] [--steps S] [--batch B] [--rounds R]
 #
-# Also N single-rank jobs at once, unconnected: the efficiency the machine allows with no
-# communication at all (N ranks share its cores, caches and memory bandwidth).
+# Also, for the same cores used other ways: 1 rank with N threads and batch N B (the
+# OpenMP way), and N single-rank jobs at once, unconnected (the efficiency the machine
+# allows with no communication at all: N ranks share its cores, caches and memory).
 # Prints bench_dist's lines, then a table: ms per step, tokens/s, scaling efficiency
 # = tokens/s on N ranks / (N x tokens/s on 1 rank), the wait for gradients after
 # backward (communication the overlap did not hide), bytes per step per rank (payload
@@ -45,6 +46,8 @@ best() { # best LABEL CMD...: the fastest of $rounds runs, its line labelled
 }
 echo "== $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 best one build/bench_dist "${args[@]}"
+# one rank with N threads: the same cores used the other way
+best threads build/bench_dist --steps "$steps" --batch $((batch * ranks)) --threads "$ranks"
 # the same N single-rank jobs at once: what sharing the machine costs without any
 # communication (the ceiling for N ranks here)
 alone() {
@@ -68,6 +71,8 @@ END {
   printf "%-22s %9s %9s %11s %15s %11s %10s %10s\n", "run", "ms/step", "tok/s", "efficiency",
          "wait ms min/max", "payload MB", "wire MB", "ring MB"
   printf "%-22s %9.1f %9.0f %11s %15s %11s %10s %10s\n", "1 rank", ms["one"], tps["one"], "1.00", "-", "-", "-", "-"
+  printf "%-22s %9.1f %9.0f %11.2f %15s %11s %10s %10s\n", "1 rank, " n " threads", ms["threads"], tps["threads"],
+         tps["threads"] / (n * tps["one"]), "-", "-", "-", "-"
   printf "%-22s %9.1f %9.0f %11.2f %15s %11s %10s %10s\n", n " x 1 rank, no comm", ms["apart"], n * tps["apart"],
          tps["apart"] / tps["one"], "-", "-", "-", "-"
   split("shm tcp", ks, " ")

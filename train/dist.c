@@ -27,6 +27,9 @@
 #ifdef QT_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+#error "qtrain needs NCCL >= 2.10 (ncclAvg)"
+#endif
 #endif
 
 #ifdef QT_HAVE_MPI

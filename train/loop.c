@@ -580,9 +580,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
 #else
                  false);
 #endif
+    /* a rank's GPU: its local rank; one visible GPU (a launcher that sets
+     * CUDA_VISIBLE_DEVICES per rank) is the rank's own */
+    int gpu = d->local_rank;
 #ifdef QT_HAVE_CUDA
+    if (cuda && qt_cuda_device_count() == 1) gpu = 0;
     if (cuda) { /* before anything is loaded or written */
-        qt_status cst = qt_cuda_init(d->local_rank);
+        qt_status cst = qt_cuda_init(gpu);
         if (cst != QT_OK) {
             char why[512];
             snprintf(why, sizeof why, "%s", qt_error_message());
@@ -591,9 +595,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     }
 #endif
     if (nccl) {
-        qt_status nst = qt_dist_nccl_init(d, d->local_rank);
+        qt_status nst = qt_dist_nccl_init(d, gpu);
         if (nst != QT_OK) return nst;
     }
+    if (d->world > 1 && r->distributed.zero && !strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
+                                    "distributed.zero 0 with train.device cuda",
+                        opts && opts->recipe_path ? opts->recipe_path : "recipe");
     if (d->world > 1 && strcmp(r->qat.activation.format, "none") && !r->qat.activation.dynamic)
         return QT_ERROR(QT_ENOTSUP, "%s: qat.activation per_tensor (a static range from an "
                                     "observer) is not data parallel yet: each rank would observe "
@@ -751,7 +759,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         }
     }
 
-    if (st == QT_OK) st = use_device(r, d->local_rank, ctx, ps, &opt, qps, has_qopt ? &qopt : NULL);
+    if (st == QT_OK) st = use_device(r, gpu, ctx, ps, &opt, qps, has_qopt ? &qopt : NULL);
     qt_dist_grads *grads = NULL;
     if (st == QT_OK && d->world > 1) {
         qt_dist_grads_config gc = {.bucket_bytes = (size_t)(r->distributed.bucket_mb * 1048576.0),

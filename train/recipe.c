@@ -696,9 +696,6 @@ qt_status qt_recipe_validate(const qt_recipe *r, const char *path) {
         return QT_ERROR(QT_ENOTSUP, "%s: distributed.backend nccl: this qtrain was built without "
                                     "NCCL (it needs CUDA, MPI and libnccl); use auto or mpi", p);
 #endif
-    if (r->distributed.zero && !strcmp(r->train.device, "cuda"))
-        return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
-                                    "distributed.zero 0 with train.device cuda", p);
     return QT_OK;
 }
 
