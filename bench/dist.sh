@@ -4,7 +4,8 @@
 # transport between nodes; its bytes are counted on the loopback interface). Every rank
 # runs one thread. Weak scaling: each rank keeps batch B, so N ranks train N B per step.
 #
-#   bash bench/dist.sh [--ranks N] [--steps S] [--batch B] [--rounds R]
+#   bash bench/dist.sh [--ranks N] [--steps S] [--batch B] [--rounds R] [--bucket-mb M]
+#                      [--no-overlap]
 #
 # Also, for the same cores used other ways: 1 rank with N threads and batch N B (the
 # OpenMP way), and N single-rank jobs at once, unconnected (the efficiency the machine
@@ -16,21 +17,23 @@
 # gradient bytes. With R rounds each configuration runs R times and keeps its fastest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ranks=2 steps=20 batch=16 rounds=1
+ranks=2 steps=20 batch=16 rounds=1 extra=()
 while (($#)); do
   case $1 in
     --ranks) ranks=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    *) echo "usage: bash bench/dist.sh [--ranks N] [--steps S] [--batch B] [--rounds R]" >&2; exit 2 ;;
+    --bucket-mb) extra+=(--bucket-mb "$2"); shift 2 ;;
+    --no-overlap) extra+=(--no-overlap); shift ;;
+    *) echo "usage: bash bench/dist.sh [--ranks N] [--steps S] [--batch B] [--rounds R] [--bucket-mb M] [--no-overlap]" >&2; exit 2 ;;
   esac
 done
 [ -x build/bench_dist ] || { echo "bench/dist.sh: build/bench_dist is missing (bash scripts/setup.sh with MPI)" >&2; exit 1; }
 [ -s build/data/fortunes.txt ] || { echo "bench/dist.sh: build/data/fortunes.txt is missing (bash scripts/setup.sh)" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive
 mpi=(mpirun --oversubscribe --bind-to none)
-args=(--steps "$steps" --batch "$batch" --threads 1)
+args=(--steps "$steps" --batch "$batch" --threads 1 ${extra[@]+"${extra[@]}"})
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 best() { # best LABEL CMD...: the fastest of $rounds runs, its line labelled

@@ -4,10 +4,12 @@
 #    and the weights and AdamW moments (the final checkpoints, ckpt_diff) of 1 rank with
 #    batch 2B, to 1e-5 relative after 20 steps: plain, with gradient accumulation, with
 #    buckets far smaller than a tensor (many overlapped all-reduces per step) and without
-#    overlap, ZeRO-1, QAT (int4 weights; and learnable LSQ scales, a second paramset),
-#    QLoRA (NF4 base, with and without ZeRO-1) and float LoRA;
+#    overlap, prompt/response data (masked prompts: ranks' token counts differ), ZeRO-1,
+#    QAT (int4 weights; and learnable LSQ scales, a second paramset), QLoRA (NF4 base,
+#    with and without ZeRO-1) and float LoRA;
 #  - resume on another number of ranks: 2 ranks stop at step 10, 1 rank resumes (and the
-#    other way round); both end where 20 straight steps on 1 rank do;
+#    other way round; and ZeRO-1 on 2 ranks, resumed on 2, and QLoRA with ZeRO-1 on 2,
+#    resumed on 1); each ends where 20 straight steps on 1 rank do;
 #  - faults, each under a 60 s timeout: a rank that fails on bad input (rank 0 cannot
 #    write its metrics) ends every rank with exit 2 and a message naming the rank; a
 #    killed rank ends the job non-zero with the rank named; a job killed while rank 0
@@ -88,6 +90,23 @@ same_losses buckets-2 plain-1
 same_ckpt buckets-2 plain-1
 run 2 nooverlap-2 plain --set train.batch_size=4 --set distributed.overlap=false
 same_ckpt nooverlap-2 plain-1
+# prompt/response JSONL: the prompts' targets are masked, so the ranks' batches count
+# different numbers of tokens (some none); each rank's mean is weighted by its count
+python3 - "$tmp/sft.jsonl" <<'PY'
+import json, random, sys
+random.seed(1)
+words = ["what", "is", "the", "cat", "on", "mat", "why", "how"]
+with open(sys.argv[1], "w") as f:
+    for i in range(300):
+        p = f"Q{i}: " + " ".join(random.choice(words) for _ in range(random.randint(2, 30)))
+        r = " ".join(random.choice(["it", "sat", "there", "because", "yes", "no"]) for _ in range(random.randint(1, 12)))
+        f.write(json.dumps({"prompt": p, "response": r}) + "\n")
+PY
+recipe sft | sed "s#train: $tmp/text.txt#train: $tmp/sft.jsonl#" >"$tmp/sft.yaml"
+equiv sft sft
+vl() { sed -n 's/.*val loss \([0-9.]*\),.*/\1/p' "$tmp/$1.log" | tail -1; }
+[ -n "$(vl sft-1)" ] && [ "$(vl sft-1)" = "$(vl sft-2)" ] && ok ||
+  bad "validation loss over masked data: 1 rank $(vl sft-1), 2 ranks $(vl sft-2)"
 # ZeRO-1: the moments sharded, gathered into the checkpoint
 run 2 zero-2 plain --set train.batch_size=4 --set distributed.zero=1
 same_losses zero-2 plain-1
@@ -135,6 +154,14 @@ run 2 r12 plain --set train.batch_size=4 --resume
 same_ckpt r12 plain-1
 # the resumed run's metrics continue the first run's: all 20 steps, same losses
 same_losses r12 plain-1
+# ZeRO-1's sharded moments through a checkpoint: 2 ranks stop, 2 resume; QLoRA's
+# adapters' moments: 2 ranks with ZeRO-1 stop, 1 rank resumes
+run 2 rz plain --set train.batch_size=4 --set distributed.zero=1 --stop-at 10
+run 2 rz plain --set train.batch_size=4 --set distributed.zero=1 --resume
+same_ckpt rz plain-1
+run 2 rqz lora-nf4 --set train.batch_size=4 --set distributed.zero=1 --stop-at 10
+run 1 rqz lora-nf4 --resume
+same_ckpt rqz lora-nf4-1
 
 # --- faults ------------------------------------------------------------------------------
 # rank 0 cannot write its metrics (a directory is in the way); rank 1 has gone on to the

@@ -15,6 +15,7 @@
  * and the CLI ends the job (qt_dist_abort).
  */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,13 @@ qt_status qt_dist_init(qt_dist *d) {
         return QT_OK; /* not started by mpirun (or an sbatch shell): one rank */
     int inited = 0;
     QT_MPI_CHECK(MPI_Initialized(&inited));
-    if (!inited) QT_MPI_CHECK(MPI_Init(NULL, NULL));
+    if (!inited) { /* MPI is called from the main thread only (OpenMP and CUDA have theirs) */
+        int level = MPI_THREAD_SINGLE;
+        QT_MPI_CHECK(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &level));
+        if (level < MPI_THREAD_FUNNELED)
+            return QT_ERROR(QT_ENOTSUP, "MPI gives thread level %d, qtrain needs "
+                                        "MPI_THREAD_FUNNELED (%d)", level, MPI_THREAD_FUNNELED);
+    }
     d->mpi = true;
     QT_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     QT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &d->rank));
@@ -95,13 +102,12 @@ qt_status qt_dist_init(qt_dist *d) {
     QT_MPI_CHECK(MPI_Comm_free(&node));
     return QT_OK;
 #else
-    const char *v = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE")
-                                                   : getenv("PMI_SIZE");
-    if (v && atoi(v) > 1)
-        return QT_ERROR(QT_ENOTSUP, "started by an MPI launcher with %s ranks, but this qtrain "
+    bool sbatch_shell = getenv("SLURM_NTASKS") && !getenv("PMI_RANK") && !getenv("PMIX_RANK") &&
+                        !getenv("OMPI_COMM_WORLD_SIZE");
+    if (launched > 1 && !sbatch_shell)
+        return QT_ERROR(QT_ENOTSUP, "started by an MPI launcher with %d ranks, but this qtrain "
                                     "was built without MPI (apt-get install libopenmpi-dev, "
-                                    "then rebuild; QT_MPI=ON makes it required)", v);
-    (void)launched;
+                                    "then rebuild; QT_MPI=ON makes it required)", launched);
     return QT_OK;
 #endif
 }
@@ -213,8 +219,9 @@ struct qt_dist_grads {
     int n_b;
     int first[2];     /* each paramset's first bucket */
     size_t per_bucket; /* elements */
-    float *stage;     /* a GPU paramset without NCCL: its grads staged through the host */
-    size_t stage_n;
+    float *stage;     /* GPU paramsets without NCCL: their grads staged through the host, */
+    size_t stage_n;   /* set k's at stage + stage_off[k] */
+    size_t stage_off[2];
     bool armed;
 };
 
@@ -233,6 +240,12 @@ qt_status qt_dist_grads_new(qt_dist *d, qt_paramset *const *ps, int n,
     g->per_bucket = bytes / sizeof(float);
     if (g->per_bucket < 1024) g->per_bucket = 1024;
     if (g->per_bucket > (size_t)INT_MAX) g->per_bucket = (size_t)INT_MAX; /* MPI counts */
+    g->per_bucket -= g->per_bucket % 64; /* buckets start 256-byte aligned */
+    if (cfg->zero && ps[0]->n_grad > (size_t)INT_MAX) { /* MPI's int counts, refused early */
+        free(g);
+        return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: %zu trained values exceed MPI's int "
+                                    "counts", ps[0]->n_grad);
+    }
     int total = 0;
     for (int k = 0; k < n; k++) {
         g->ps[k] = ps[k];
@@ -255,7 +268,10 @@ qt_status qt_dist_grads_new(qt_dist *d, qt_paramset *const *ps, int n,
         }
     }
     for (int k = 0; k < n; k++) /* host staging for a GPU paramset without NCCL */
-        if (ps[k]->dgrad && !d->nccl && ps[k]->n_grad > g->stage_n) g->stage_n = ps[k]->n_grad;
+        if (ps[k]->dgrad && !d->nccl) {
+            g->stage_off[k] = g->stage_n;
+            g->stage_n += ps[k]->n_grad;
+        }
     if (g->stage_n && d->world > 1) {
         g->stage = malloc(g->stage_n * sizeof(float));
         if (!g->stage) {
@@ -287,7 +303,7 @@ static qt_status bucket_start(qt_dist_grads *g, bucket *b) {
         cudaStream_t s = (cudaStream_t)d->nccl_stream;
         cudaEvent_t e = (cudaEvent_t)d->nccl_event;
         /* after the grads' kernels on the compute stream (the legacy default) */
-        QT_CUDART_CHECK(cudaEventRecord(e, 0));
+        QT_CUDART_CHECK(cudaEventRecord(e, cudaStreamLegacy));
         QT_CUDART_CHECK(cudaStreamWaitEvent(s, e, 0));
         QT_NCCL_CHECK(ncclAllReduce(ps->dgrad + b->lo, ps->dgrad + b->lo, n, ncclFloat, ncclAvg,
                                     (ncclComm_t)d->nccl_comm, s));
@@ -297,7 +313,7 @@ static qt_status bucket_start(qt_dist_grads *g, bucket *b) {
 #ifdef QT_HAVE_MPI
     float *buf = ps->grad + b->lo;
     if (ps->dgrad) { /* staged through the host: synchronous */
-        buf = g->stage + b->lo;
+        buf = g->stage + g->stage_off[b->set] + b->lo;
         qt_status st = qt_device_copy((qt_device){QT_DEV_CPU, 0}, buf, ps->device,
                                       ps->dgrad + b->lo, n * sizeof(float));
         if (st != QT_OK) return st;
@@ -322,7 +338,7 @@ static qt_status bucket_finish(qt_dist_grads *g, bucket *b) {
 #endif
     float inv = 1.0f / (float)g->d->world;
     if (ps->dgrad) {
-        float *buf = g->stage + b->lo;
+        float *buf = g->stage + g->stage_off[b->set] + b->lo;
         for (size_t i = 0; i < n; i++) buf[i] *= inv;
         return qt_device_copy(ps->device, ps->dgrad + b->lo, (qt_device){QT_DEV_CPU, 0}, buf,
                               n * sizeof(float));
@@ -339,9 +355,9 @@ static qt_status on_grad_ready(void *user, qt_tensor *t) {
     for (int k = 0; k < g->n_ps; k++) {
         if (k == 0 && g->cfg.zero) continue;
         qt_paramset *ps = g->ps[k];
-        const float *base = grads_of(ps);
-        if (t->grad < base || t->grad >= base + ps->n_grad) continue;
-        size_t g0 = (size_t)(t->grad - base), g1 = g0 + (size_t)qt_numel(t);
+        uintptr_t base = (uintptr_t)grads_of(ps), at0 = (uintptr_t)t->grad;
+        if (at0 < base || at0 >= base + ps->n_grad * sizeof(float)) continue;
+        size_t g0 = (at0 - base) / sizeof(float), g1 = g0 + (size_t)qt_numel(t);
         for (size_t at = g0; at < g1;) {
             bucket *b = &g->b[g->first[k] + (int)(at / g->per_bucket)];
             size_t end = b->hi < g1 ? b->hi : g1;
@@ -377,7 +393,9 @@ static void reset_buckets(qt_dist_grads *g) {
 
 void qt_dist_grads_arm(qt_dist_grads *g, qt_ctx *ctx) {
     reset_buckets(g);
-    g->armed = g->d->world > 1 && g->cfg.overlap;
+    /* staged through the host, each start would be a blocking copy that drains the GPU's
+     * queue: no overlap there */
+    g->armed = g->d->world > 1 && g->cfg.overlap && !g->stage;
     if (g->armed) qt_ctx_set_grad_hook(ctx, on_grad_ready, g);
 }
 
@@ -435,7 +453,7 @@ qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx) {
     if (st == QT_OK && g->d->nccl) { /* the compute stream waits for the all-reduces */
         cudaEvent_t e = (cudaEvent_t)g->d->nccl_event;
         cudaError_t ce = cudaEventRecord(e, (cudaStream_t)g->d->nccl_stream);
-        if (ce == cudaSuccess) ce = cudaStreamWaitEvent(0, e, 0);
+        if (ce == cudaSuccess) ce = cudaStreamWaitEvent(cudaStreamLegacy, e, 0);
         if (ce != cudaSuccess)
             st = QT_ERROR(QT_EDEVICE, "dist: NCCL stream: %s", cudaGetErrorString(ce));
     }

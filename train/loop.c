@@ -64,6 +64,13 @@ static qt_status make_dirs(const char *path) {
     return QT_OK;
 }
 
+/* Targets that count (not -100, a masked prompt token) among n. */
+static int64_t counted_targets(const int32_t *tgt, int64_t n) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++) c += tgt[i] != -100;
+    return c;
+}
+
 /* Mean validation loss over eval_batches batches, grad mode off. Data parallel: batch i
  * is world * B windows, rank r scoring its slice of B, so N ranks with batch B score the
  * windows one process with batch N B does. */
@@ -89,9 +96,24 @@ static qt_status evaluate(qt_ctx *ctx, qt_model *m, const qt_dataset *ds, int64_
             qt_ctx_set_grad_enabled(ctx, prev);
             return st;
         }
-        total += lv;
+        if (d->world > 1 && ds->mask) { /* the batch's mean over every rank's counted tokens */
+            double v[2] = {0, (double)counted_targets(tgt, B * ds->seq_len)};
+            v[0] = lv * v[1];
+            st = qt_dist_reduce_f64(d, v, 2, QT_DIST_SUM);
+            if (st != QT_OK) {
+                qt_ctx_set_grad_enabled(ctx, prev);
+                return st;
+            }
+            total += v[1] > 0 ? v[0] / v[1] : 0.0;
+        } else {
+            total += lv;
+        }
     }
     qt_ctx_set_grad_enabled(ctx, prev);
+    if (d->world > 1 && ds->mask) {
+        *loss_out = total / batches;
+        return QT_OK;
+    }
     qt_status st = qt_dist_reduce_f64(d, &total, 1, QT_DIST_SUM);
     *loss_out = total / ((double)batches * d->world);
     return st;
@@ -519,13 +541,15 @@ static qt_status zero_full_moments(qt_dist *d, const qt_adamw *slice, const qt_p
     return st;
 }
 
-/* ZeRO-1 resume: the checkpoint's full moments, this rank's slice of them kept. */
+/* ZeRO-1 resume: the checkpoint's full moments (of the model's parameters, or with
+ * `buffers` of the second paramset's), this rank's slice of them kept. */
 static qt_status zero_load_moments(const char *ckpt, qt_paramset *ps, qt_adamw *slice,
-                                   qt_ckpt_state *cs) {
+                                   bool buffers, qt_ckpt_state *cs) {
     qt_adamw full;
     qt_status st = qt_adamw_init(&full, ps, slice->cfg);
     if (st != QT_OK) return st;
-    st = qt_checkpoint_load(ckpt, ps, &full, cs);
+    st = buffers ? qt_checkpoint_load_buffers(ckpt, ps, &full)
+                 : qt_checkpoint_load(ckpt, ps, &full, cs);
     if (st == QT_OK) {
         memcpy(slice->m, full.m + slice->lo, slice->n * sizeof(float));
         memcpy(slice->v, full.v + slice->lo, slice->n * sizeof(float));
@@ -541,11 +565,11 @@ static qt_status zero_load_moments(const char *ckpt, qt_paramset *ps, qt_adamw *
 static qt_status check_ranks_agree(qt_dist *d, qt_paramset *const *sets, int n, long step) {
     if (d->world == 1) return QT_OK;
     for (int k = 0; k < n; k++) {
-        int64_t h[2] = {(int64_t)qt_dist_digest(sets[k]), 0};
-        h[1] = -h[0];
-        qt_status st = qt_dist_reduce_i64(d, h, 2, QT_DIST_MAX);
+        int64_t hi = (int64_t)qt_dist_digest(sets[k]), lo = hi;
+        qt_status st = qt_dist_reduce_i64(d, &hi, 1, QT_DIST_MAX);
+        if (st == QT_OK) st = qt_dist_reduce_i64(d, &lo, 1, QT_DIST_MIN);
         if (st != QT_OK) return st;
-        if (h[0] != -h[1])
+        if (hi != lo)
             return QT_ERROR(QT_ESTATE, "step %ld: the ranks' weights differ (a collective that "
                                        "is not bitwise identical on every rank?)", step);
     }
@@ -731,21 +755,13 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     long start = 0;
     if (st == QT_OK && resume) { /* every rank reads the same checkpoint, any world size */
         qt_ckpt_state cs;
-        st = zero && !lora ? zero_load_moments(ckpt, ps, &opt, &cs)
+        st = zero && !lora ? zero_load_moments(ckpt, ps, &opt, false, &cs)
                            : qt_checkpoint_load(ckpt, ps, &opt, &cs);
         if (st == QT_OK && cs.seed != r->train.seed)
             st = QT_ERROR(QT_EINVAL, "%s: checkpoint was trained with seed %ld, the recipe says %ld",
                           ckpt, cs.seed, r->train.seed);
         if (st == QT_OK && qps && zero && lora) {
-            qt_adamw full;
-            st = qt_adamw_init(&full, qps, qopt.cfg);
-            if (st == QT_OK) st = qt_checkpoint_load_buffers(ckpt, qps, &full);
-            if (st == QT_OK) {
-                memcpy(qopt.m, full.m + qopt.lo, qopt.n * sizeof(float));
-                memcpy(qopt.v, full.v + qopt.lo, qopt.n * sizeof(float));
-                qopt.step = full.step;
-                qt_adamw_free(&full);
-            }
+            st = zero_load_moments(ckpt, qps, &qopt, true, NULL);
         } else if (st == QT_OK && qps) {
             st = qt_checkpoint_load_buffers(ckpt, qps, has_qopt ? &qopt : NULL);
         }
@@ -795,11 +811,22 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
             qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
             qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, &model, x), y, -100);
-            l = qt_scale(ctx, l, 1.0f / (float)r->train.grad_accum);
+            /* Masked targets (prompt tokens) make the ranks' means cover different counts:
+             * rank r's mean weighted by world n_r / n (n = every rank's count) averages to
+             * the mean over the global batch's tokens, as one process with it computes */
+            float w = 1.0f;
+            if (d->world > 1 && ds.mask) {
+                int64_t n_local = counted_targets(tgt, B * T), n_all = n_local;
+                st = qt_dist_reduce_i64(d, &n_all, 1, QT_DIST_SUM);
+                if (n_all > 0) w = (float)((double)n_local * d->world / (double)n_all);
+            }
+            l = qt_scale(ctx, l, w / (float)r->train.grad_accum);
             /* the last micro-batch completes the grads: their buckets move as they do */
             if (grads && micro == r->train.grad_accum - 1) qt_dist_grads_arm(grads, ctx);
-            if (!l) st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
-            else st = qt_backward(ctx, l);
+            if (st == QT_OK && !l)
+                st = QT_ERROR(qt_ctx_status(ctx), "step %ld: %s", step, qt_ctx_error(ctx));
+            else if (st == QT_OK)
+                st = qt_backward(ctx, l);
             float lv = 0.0f;
             if (st == QT_OK) st = qt_tensor_read(l, &lv);
             loss += lv;

@@ -9,7 +9,8 @@
  *
  * Equivalence: N ranks with per-rank batch B see, between them, the windows one process
  * with batch N B sees (qt_dataset_shard), and the averaged gradient of N per-rank means
- * is the gradient of the global mean; the two runs agree up to summation order.
+ * is the gradient of the global mean (with masked targets the loop weights each rank's
+ * mean by its share of the counted tokens); the two runs agree up to summation order.
  *
  * Overlap: qt_dist_grads_arm installs a backward hook (qt_ctx_set_grad_hook); a bucket of
  * the flat gradient buffer starts its all-reduce (MPI_Iallreduce, or ncclAllReduce on
