@@ -145,23 +145,27 @@ qt_status qt_dist_barrier(qt_dist *d) {
     return QT_OK;
 }
 
-qt_status qt_dist_reduce_f64(qt_dist *d, double *x, int n, qt_dist_op op) {
-    if (d->world == 1) return QT_OK;
 #ifdef QT_HAVE_MPI
+static qt_status allreduce(void *x, int n, MPI_Datatype type, qt_dist_op op) {
     MPI_Op o = op == QT_DIST_SUM ? MPI_SUM : op == QT_DIST_MAX ? MPI_MAX : MPI_MIN;
-    QT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, o, MPI_COMM_WORLD));
+    QT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, type, o, MPI_COMM_WORLD));
+    return QT_OK;
+}
 #endif
-    (void)x, (void)n, (void)op;
+
+qt_status qt_dist_reduce_f64(qt_dist *d, double *x, int n, qt_dist_op op) {
+#ifdef QT_HAVE_MPI
+    if (d->world > 1) return allreduce(x, n, MPI_DOUBLE, op);
+#endif
+    (void)d, (void)x, (void)n, (void)op;
     return QT_OK;
 }
 
 qt_status qt_dist_reduce_i64(qt_dist *d, int64_t *x, int n, qt_dist_op op) {
-    if (d->world == 1) return QT_OK;
 #ifdef QT_HAVE_MPI
-    MPI_Op o = op == QT_DIST_SUM ? MPI_SUM : op == QT_DIST_MAX ? MPI_MAX : MPI_MIN;
-    QT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_INT64_T, o, MPI_COMM_WORLD));
+    if (d->world > 1) return allreduce(x, n, MPI_INT64_T, op);
 #endif
-    (void)x, (void)n, (void)op;
+    (void)d, (void)x, (void)n, (void)op;
     return QT_OK;
 }
 
@@ -465,6 +469,7 @@ qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx) {
 
 /* ---- ZeRO-1 ------------------------------------------------------------------------------ */
 
+#ifdef QT_HAVE_MPI
 /* The trained values as one run in grad order: pack (to_flat) or unpack grad elements
  * [lo, hi) between flat and ps->data. */
 static void trained_values(qt_paramset *ps, float *flat, size_t lo, size_t hi, bool to_flat) {
@@ -480,7 +485,6 @@ static void trained_values(qt_paramset *ps, float *flat, size_t lo, size_t hi, b
     }
 }
 
-#ifdef QT_HAVE_MPI
 /* counts and displacements of every rank's slice of n (MPI's int counts) */
 static qt_status slices(const qt_dist *d, size_t n, int **counts, int **displs) {
     *counts = malloc((size_t)d->world * sizeof(int));
