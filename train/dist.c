@@ -436,6 +436,11 @@ static qt_status reduce_scatter(qt_dist_grads *g, qt_paramset *ps) {
     return QT_OK;
 }
 
+void qt_dist_grads_disarm(qt_dist_grads *g, qt_ctx *ctx) {
+    if (g->armed) qt_ctx_set_grad_hook(ctx, NULL, NULL);
+    g->armed = false;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

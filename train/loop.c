@@ -591,6 +591,15 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_dist single = {.world = 1, .local_world = 1};
     qt_dist *d = opts && opts->dist ? opts->dist : &single;
     bool root = d->rank == 0;
+    const char *rpath = opts && opts->recipe_path ? opts->recipe_path : "recipe";
+    /* what data parallel cannot do yet, before any device or file is touched */
+    if (d->world > 1 && r->distributed.zero && !strcmp(r->train.device, "cuda"))
+        return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
+                                    "distributed.zero 0 with train.device cuda", rpath);
+    if (d->world > 1 && strcmp(r->qat.activation.format, "none") && !r->qat.activation.dynamic)
+        return QT_ERROR(QT_ENOTSUP, "%s: qat.activation per_tensor (a static range from an "
+                                    "observer) is not data parallel yet: each rank would observe "
+                                    "its own batches; use per_token or one rank", rpath);
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
     else if (d->local_world > 1) { /* the node's cores, shared among its ranks */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -622,15 +631,6 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
         qt_status nst = qt_dist_nccl_init(d, gpu);
         if (nst != QT_OK) return nst;
     }
-    if (d->world > 1 && r->distributed.zero && !strcmp(r->train.device, "cuda"))
-        return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
-                                    "distributed.zero 0 with train.device cuda",
-                        opts && opts->recipe_path ? opts->recipe_path : "recipe");
-    if (d->world > 1 && strcmp(r->qat.activation.format, "none") && !r->qat.activation.dynamic)
-        return QT_ERROR(QT_ENOTSUP, "%s: qat.activation per_tensor (a static range from an "
-                                    "observer) is not data parallel yet: each rank would observe "
-                                    "its own batches; use per_token or one rank",
-                        opts && opts->recipe_path ? opts->recipe_path : "recipe");
     qt_model model;
     qt_tokenizer *tok = NULL;
     qt_status st = qt_recipe_model(r, &model, &tok);
@@ -638,7 +638,6 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_paramset *ps = qt_model_params(&model);
     qt_recipe_qat qcfg;
     qt_qat *qat = NULL;
-    const char *rpath = opts && opts->recipe_path ? opts->recipe_path : "recipe";
     /* with lora, a qat: section is the base's format (QAT + LoRA), applied by lora_prepare */
     if (!qt_recipe_has_lora(r)) st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
     qt_lora *lora = NULL;
@@ -833,10 +832,8 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             tokens += (double)(B * T) * d->world;
         }
         /* the mean over ranks of the per-rank means: the global batch's loss and grads */
-        if (grads) {
-            qt_status gst = qt_dist_grads_finish(grads, ctx);
-            if (st == QT_OK) st = gst;
-        }
+        if (grads && st == QT_OK) st = qt_dist_grads_finish(grads, ctx);
+        else if (grads) qt_dist_grads_disarm(grads, ctx);
         if (st == QT_OK && d->world > 1) {
             st = qt_dist_reduce_f64(d, &loss, 1, QT_DIST_SUM);
             loss /= d->world;

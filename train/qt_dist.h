@@ -85,6 +85,9 @@ void qt_dist_grads_arm(qt_dist_grads *g, qt_ctx *ctx);
 /* After that backward: every bucket reduced and divided by world (ZeRO: ps[0] only in
  * this rank's slice). Removes the hook. */
 qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx);
+/* After a failed step on this rank: removes the hook and starts nothing more (the other
+ * ranks may have started buckets in another order; the job is ended by qt_dist_abort). */
+void qt_dist_grads_disarm(qt_dist_grads *g, qt_ctx *ctx);
 
 /* ZeRO-1 after the sharded optimizer step: every rank's slice of ps's trained values to
  * every rank (all-gather). */
