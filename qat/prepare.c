@@ -50,6 +50,8 @@ struct qt_qat {
     bool memo_grad;
     const qt_tensor *memo_x;
     qt_tensor *memo_y;
+    qt_qat_range_reducer reduce; /* qt_qat_set_range_reducer */
+    void *reduce_user;
 };
 
 /* The elements sharing one scale: a group, a row or the whole matrix. */
@@ -98,24 +100,37 @@ static void observer_params(const qt_qat *q, const qat_layer *L, float *s, int *
     *z = zz;
 }
 
-static void observe(qt_qat *q, qat_layer *L, const qt_tensor *x) {
+void qt_qat_set_range_reducer(qt_qat *q, qt_qat_range_reducer fn, void *user) {
+    q->reduce = fn;
+    q->reduce_user = user;
+}
+
+/* The batch's finite range updates the observer; `global`: through the reducer first
+ * (every rank's batch). */
+static qt_status observe(qt_qat *q, qat_layer *L, const qt_tensor *x, bool global) {
     const float *d = x->data;
-    float mn = INFINITY, mx = -INFINITY;
+    float range[2] = {INFINITY, -INFINITY};
     for (int64_t i = 0; i < qt_numel(x); i++) {
         if (!isfinite(d[i])) continue;
-        mn = fminf(mn, d[i]);
-        mx = fmaxf(mx, d[i]);
+        range[0] = fminf(range[0], d[i]);
+        range[1] = fmaxf(range[1], d[i]);
     }
-    if (!(mn <= mx)) return; /* nothing finite seen */
+    if (global && q->reduce) {
+        qt_status st = q->reduce(q->reduce_user, range);
+        if (st != QT_OK) return st;
+    }
+    float mn = range[0], mx = range[1];
+    if (!(mn <= mx)) return QT_OK; /* nothing finite seen */
     float *o = L->obs;
     if (!obs_seen(L) || q->cfg.act.observer == QT_OBS_MINMAX) {
         o[0] = fminf(o[0], mn); /* from [+inf, -inf]: the first batch's range */
         o[1] = fmaxf(o[1], mx);
-        return;
+        return QT_OK;
     }
     float c = q->cfg.act.averaging_constant; /* torch MovingAverageMinMaxObserver */
     o[0] += c * (mn - o[0]);
     o[1] += c * (mx - o[1]);
+    return QT_OK;
 }
 
 static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor *x) {
@@ -135,7 +150,12 @@ static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor 
     }
     /* observers learn in training (grad mode); in eval they are frozen, except that one
      * which has never seen data calibrates on its first batch */
-    if (qt_ctx_grad_enabled(ctx) || !obs_seen(L)) observe(q, L, x);
+    bool train = qt_ctx_grad_enabled(ctx);
+    if (train || !obs_seen(L)) {
+        qt_status st = observe(q, L, x, train);
+        if (st != QT_OK) return QT_CTX_FAIL(ctx, st, "%s: activation range: %s", L->module,
+                                            qt_error_message());
+    }
     if (!obs_seen(L)) return x; /* all non-finite: let the guard see it */
     float s;
     int z;

@@ -113,6 +113,15 @@ void qt_qat_converted_free(qt_qat_converted *c, int n);
  * optimizer steps them next to the model's). NULL when there are none. */
 qt_paramset *qt_qat_buffers(qt_qat *q);
 
+/* Data parallel: while training, each static observer's batch range [min, max] goes
+ * through fn before it updates the observer, which makes it every rank's range (min of
+ * the mins, max of the maxes), so every rank observes the global batch, as one process
+ * with it would. fn is a collective: it is called in the same order on every rank (the
+ * layers' order in the forward), in grad mode only (evaluation and sampling keep their
+ * frozen ranges). NULL: the local batch (one process). */
+typedef qt_status (*qt_qat_range_reducer)(void *user, float range[2]);
+void qt_qat_set_range_reducer(qt_qat *q, qt_qat_range_reducer fn, void *user);
+
 /* Learnable scales: (re)sets every scale and zero point to the quantizer's choice for the
  * current weights (prepare does it; the trainer again when fake-quant turns on at a
  * later step, so they start from the weights they will quantize). */

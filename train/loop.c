@@ -531,6 +531,15 @@ static int trained_sets(qt_paramset *ps, qt_paramset *qps, bool lora, bool has_q
     return n;
 }
 
+/* QAT's static observers under data parallel: a batch's range is every rank's. */
+static qt_status global_range(void *user, float range[2]) {
+    double v[2] = {-(double)range[0], range[1]}; /* one max: -min and max */
+    qt_status st = qt_dist_reduce_f64(user, v, 2, QT_DIST_MAX);
+    range[0] = (float)-v[0];
+    range[1] = (float)v[1];
+    return st;
+}
+
 /* ZeRO-1 checkpoint: every rank's slice of the moments gathered on rank 0 into a full
  * optimizer state (only rank 0 writes the file). */
 static qt_status zero_full_moments(qt_dist *d, const qt_adamw *slice, const qt_paramset *ps,
@@ -596,10 +605,6 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     if (d->world > 1 && r->distributed.zero && !strcmp(r->train.device, "cuda"))
         return QT_ERROR(QT_ENOTSUP, "%s: distributed.zero 1 runs on the CPU only for now; use "
                                     "distributed.zero 0 with train.device cuda", rpath);
-    if (d->world > 1 && strcmp(r->qat.activation.format, "none") && !r->qat.activation.dynamic)
-        return QT_ERROR(QT_ENOTSUP, "%s: qat.activation per_tensor (a static range from an "
-                                    "observer) is not data parallel yet: each rank would observe "
-                                    "its own batches; use per_token or one rank", rpath);
     if (r->train.threads > 0) qt_set_num_threads(r->train.threads);
     else if (d->local_world > 1) { /* the node's cores, shared among its ranks */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -640,6 +645,7 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
     qt_qat *qat = NULL;
     /* with lora, a qat: section is the base's format (QAT + LoRA), applied by lora_prepare */
     if (!qt_recipe_has_lora(r)) st = qt_recipe_qat_prepare(r, rpath, &model, &qcfg, &qat);
+    if (qat && d->world > 1) qt_qat_set_range_reducer(qat, global_range, d);
     qt_lora *lora = NULL;
     if (st == QT_OK) st = lora_prepare(r, rpath, &model, false, &lora);
     if (st == QT_OK) st = make_dirs(r->output.dir);
