@@ -143,6 +143,9 @@ same_ckpt obs-2 obs-1
 # learnable LSQ scales: a second trained paramset, its grads in buckets of their own
 { recipe lsq; printf 'qat:\n  weight: {format: int4, group_size: 32, scale_dtype: f32, learnable: true}\n'; } >"$tmp/lsq.yaml"
 equiv lsq lsq
+# ZeRO-1 shards the model's parameters; the scales are all-reduced beside them
+run 2 lsq-zero-2 lsq --set train.batch_size=4 --set distributed.zero=1
+same_ckpt lsq-zero-2 lsq-1
 
 # LoRA and QLoRA on the plain run's weights (dropout 0: masks are drawn per rank)
 for kind in float nf4; do

@@ -229,6 +229,32 @@ struct qt_dist_grads {
     bool armed;
 };
 
+/* Every parameter trained, so value i is grad element i: the slices gather in place. */
+static bool values_in_grad_order(const qt_paramset *ps) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->goffset[i] != ps->offset[i]) return false;
+    return ps->n_grad == ps->n_total;
+}
+
+#ifdef QT_HAVE_MPI
+/* counts and displacements of every rank's slice of n (MPI's int counts) */
+static qt_status slices(const qt_dist *d, size_t n, int **counts, int **displs) {
+    *counts = malloc((size_t)d->world * sizeof(int));
+    *displs = malloc((size_t)d->world * sizeof(int));
+    if (!*counts || !*displs) return QT_ERROR(QT_ENOMEM, "dist: out of memory");
+    if (n > (size_t)INT_MAX)
+        return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: %zu trained values exceed MPI's int "
+                                    "displacements", n);
+    for (int r = 0; r < d->world; r++) {
+        size_t lo, hi;
+        qt_dist_shard(d, r, n, &lo, &hi);
+        (*counts)[r] = (int)(hi - lo);
+        (*displs)[r] = (int)lo;
+    }
+    return QT_OK;
+}
+#endif
+
 static float *grads_of(const qt_paramset *ps) { return ps->dgrad ? ps->dgrad : ps->grad; }
 
 qt_status qt_dist_grads_new(qt_dist *d, qt_paramset *const *ps, int n,
@@ -249,6 +275,11 @@ qt_status qt_dist_grads_new(qt_dist *d, qt_paramset *const *ps, int n,
         free(g);
         return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: %zu trained values exceed MPI's int "
                                     "counts", ps[0]->n_grad);
+    }
+    if (cfg->zero && !values_in_grad_order(ps[0])) { /* no recipe shards such a paramset */
+        free(g);
+        return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: the sharded parameters include "
+                                    "frozen ones; use distributed.zero 0");
     }
     int total = 0;
     for (int k = 0; k < n; k++) {
@@ -408,18 +439,14 @@ static qt_status reduce_scatter(qt_dist_grads *g, qt_paramset *ps) {
     qt_dist *d = g->d;
     if (ps->dgrad) return QT_ERROR(QT_ENOTSUP, "distributed.zero 1 runs on the CPU only for now");
 #ifdef QT_HAVE_MPI
-    int *counts = malloc((size_t)d->world * sizeof(int));
-    if (!counts) return QT_ERROR(QT_ENOMEM, "dist: out of memory");
-    size_t lo, hi;
-    for (int r = 0; r < d->world; r++) {
-        qt_dist_shard(d, r, ps->n_grad, &lo, &hi);
-        if (hi - lo > (size_t)INT_MAX) {
-            free(counts);
-            return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: a slice of %zu elements exceeds "
-                                        "MPI's int count", hi - lo);
-        }
-        counts[r] = (int)(hi - lo);
+    int *counts = NULL, *displs = NULL;
+    qt_status st = slices(d, ps->n_grad, &counts, &displs);
+    free(displs);
+    if (st != QT_OK) {
+        free(counts);
+        return st;
     }
+    size_t lo, hi;
     qt_dist_shard(d, d->rank, ps->n_grad, &lo, &hi);
     d->bytes += (double)ps->n_grad * sizeof(float);
     d->calls++;
@@ -474,60 +501,24 @@ qt_status qt_dist_grads_finish(qt_dist_grads *g, qt_ctx *ctx) {
 
 /* ---- ZeRO-1 ------------------------------------------------------------------------------ */
 
-#ifdef QT_HAVE_MPI
-/* The trained values as one run in grad order: pack (to_flat) or unpack grad elements
- * [lo, hi) between flat and ps->data. */
-static void trained_values(qt_paramset *ps, float *flat, size_t lo, size_t hi, bool to_flat) {
-    for (int i = 0; i < ps->n; i++) {
-        if (ps->goffset[i] == (size_t)-1) continue;
-        size_t g0 = ps->goffset[i], g1 = g0 + (size_t)qt_numel(ps->params[i]);
-        if (g0 < lo) g0 = lo;
-        if (g1 > hi) g1 = hi;
-        if (g0 >= g1) continue;
-        float *vals = ps->data + ps->offset[i] + (g0 - ps->goffset[i]);
-        if (to_flat) memcpy(flat + g0, vals, (g1 - g0) * sizeof(float));
-        else memcpy(vals, flat + g0, (g1 - g0) * sizeof(float));
-    }
-}
-
-/* counts and displacements of every rank's slice of n (MPI's int counts) */
-static qt_status slices(const qt_dist *d, size_t n, int **counts, int **displs) {
-    *counts = malloc((size_t)d->world * sizeof(int));
-    *displs = malloc((size_t)d->world * sizeof(int));
-    if (!*counts || !*displs) return QT_ERROR(QT_ENOMEM, "dist: out of memory");
-    if (n > (size_t)INT_MAX)
-        return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: %zu trained values exceed MPI's int "
-                                    "displacements", n);
-    for (int r = 0; r < d->world; r++) {
-        size_t lo, hi;
-        qt_dist_shard(d, r, n, &lo, &hi);
-        (*counts)[r] = (int)(hi - lo);
-        (*displs)[r] = (int)lo;
-    }
-    return QT_OK;
-}
-#endif
 
 qt_status qt_dist_allgather_params(qt_dist *d, qt_paramset *ps) {
     if (d->world == 1) return QT_OK;
     if (ps->ddata) return QT_ERROR(QT_ENOTSUP, "distributed.zero 1 runs on the CPU only for now");
+    if (!values_in_grad_order(ps))
+        return QT_ERROR(QT_ENOTSUP, "distributed.zero 1: the sharded parameters include "
+                                    "frozen ones; use distributed.zero 0");
 #ifdef QT_HAVE_MPI
     int *counts = NULL, *displs = NULL;
-    float *flat = malloc((ps->n_grad ? ps->n_grad : 1) * sizeof(float));
-    qt_status st = flat ? slices(d, ps->n_grad, &counts, &displs)
-                        : QT_ERROR(QT_ENOMEM, "dist: out of memory");
+    qt_status st = slices(d, ps->n_grad, &counts, &displs);
     if (st == QT_OK) {
-        size_t lo, hi;
-        qt_dist_shard(d, d->rank, ps->n_grad, &lo, &hi);
-        trained_values(ps, flat, lo, hi, true);
         d->bytes += (double)ps->n_grad * sizeof(float);
         d->calls++;
-        int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat, counts, displs,
+        /* in place: this rank's slice is already at its displacement */
+        int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ps->data, counts, displs,
                                 MPI_FLOAT, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) st = mpi_fail(rc, __FILE__, __LINE__, "MPI_Allgatherv");
-        else trained_values(ps, flat, 0, ps->n_grad, false);
     }
-    free(flat);
     free(counts);
     free(displs);
     return st;
