@@ -62,8 +62,13 @@ static qt_status mpi_fail(int rc, const char *file, int line, const char *call) 
     } while (0)
 #endif
 
-/* Launched by an MPI launcher: OpenMPI, MPICH's Hydra / Slurm's PMI, or PMIx. */
+/* How many ranks an MPI launcher (Open MPI, MPICH's Hydra / Slurm's PMI, PMIx) started
+ * this process among; 0 when none did. An sbatch script's own shell (SLURM_NTASKS
+ * without a PMI rank) is not a rank. */
 static int launcher_world(void) {
+    if (getenv("SLURM_NTASKS") && !getenv("PMI_RANK") && !getenv("PMIX_RANK") &&
+        !getenv("OMPI_COMM_WORLD_SIZE"))
+        return 0;
     static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
                                  "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
@@ -78,9 +83,7 @@ qt_status qt_dist_init(qt_dist *d) {
     d->world = d->local_world = 1;
     int launched = launcher_world();
 #ifdef QT_HAVE_MPI
-    if (launched <= 0 || (getenv("SLURM_NTASKS") && !getenv("PMI_RANK") &&
-                          !getenv("PMIX_RANK") && !getenv("OMPI_COMM_WORLD_SIZE")))
-        return QT_OK; /* not started by mpirun (or an sbatch shell): one rank */
+    if (launched <= 0) return QT_OK; /* not started by mpirun: one rank */
     int inited = 0;
     QT_MPI_CHECK(MPI_Initialized(&inited));
     if (!inited) { /* MPI is called from the main thread only (OpenMP and CUDA have theirs) */
@@ -102,9 +105,7 @@ qt_status qt_dist_init(qt_dist *d) {
     QT_MPI_CHECK(MPI_Comm_free(&node));
     return QT_OK;
 #else
-    bool sbatch_shell = getenv("SLURM_NTASKS") && !getenv("PMI_RANK") && !getenv("PMIX_RANK") &&
-                        !getenv("OMPI_COMM_WORLD_SIZE");
-    if (launched > 1 && !sbatch_shell)
+    if (launched > 1)
         return QT_ERROR(QT_ENOTSUP, "started by an MPI launcher with %d ranks, but this qtrain "
                                     "was built without MPI (apt-get install libopenmpi-dev, "
                                     "then rebuild; QT_MPI=ON makes it required)", launched);
@@ -208,7 +209,7 @@ typedef struct {
     int set;          /* which paramset */
     size_t lo, hi;    /* grad elements */
     size_t remaining; /* not yet final in this backward */
-    bool started, done;
+    bool started;     /* its collective is in flight (or done) */
 #ifdef QT_HAVE_MPI
     MPI_Request req;
 #endif
@@ -364,7 +365,6 @@ static qt_status bucket_start(qt_dist_grads *g, bucket *b) {
 static qt_status bucket_finish(qt_dist_grads *g, bucket *b) {
     qt_paramset *ps = g->ps[b->set];
     size_t n = b->hi - b->lo;
-    b->done = true;
 #ifdef QT_HAVE_NCCL
     if (ps->dgrad && g->d->nccl) return QT_OK; /* finish waits on the stream once */
 #endif
@@ -419,7 +419,7 @@ static void reset_buckets(qt_dist_grads *g) {
     for (int i = 0; i < g->n_b; i++) {
         bucket *b = &g->b[i];
         b->remaining = b->hi - b->lo;
-        b->started = b->done = false;
+        b->started = false;
 #ifdef QT_HAVE_MPI
         b->req = MPI_REQUEST_NULL;
 #endif
