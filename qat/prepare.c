@@ -166,6 +166,7 @@ static qt_tensor *fq_activation(qt_ctx *ctx, qt_qat *q, qat_layer *L, qt_tensor 
 static qt_tensor *hook_linear(qt_ctx *ctx, void *user, qt_tensor *x, qt_tensor *w,
                               qt_tensor *b, bool w_io) {
     qt_qat *q = user;
+    if (!x) return NULL; /* an earlier op failed (the context holds why) */
     qat_layer *L = q->enabled ? find_layer(q, w, true) : NULL;
     if (!L) return qt_linear(ctx, x, w, b, w_io);
     if (L->act) x = fq_activation(ctx, q, L, x);

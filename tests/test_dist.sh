@@ -45,16 +45,24 @@ run() {
   if [ "$np" -gt 1 ]; then cmd=(timeout 120 "${MPIRUN[@]}" -np "$np" "${cmd[@]}"); fi
   "${cmd[@]}" >"$tmp/$name.log" 2>&1 || bad "$name ($np ranks) failed: $(tail -5 "$tmp/$name.log")"
 }
-# same_losses A B: every logged step's loss within TOL relative
+# same_losses A B [MIN_STEPS]: every logged step's loss (at least MIN_STEPS of them, 10 by
+# default) and every validation loss within TOL relative
 same_losses() {
-  python3 - "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$TOL" <<'PY' && ok || bad "losses of $1 and $2 differ"
+  python3 - "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$TOL" "${3:-10}" <<'PY' && ok || bad "losses of $1 and $2 differ"
 import json, sys
-def steps(p):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if "loss" in r}
-a, b, tol = steps(sys.argv[1]), steps(sys.argv[2]), float(sys.argv[3])
-worst = max(abs(a[k] - b[k]) / abs(b[k]) for k in b) if a.keys() == b.keys() else float("inf")
-print(f"{sys.argv[1]}: {len(b)} steps, worst loss gap {worst:.2e}")
-sys.exit(0 if len(b) >= 10 and worst <= tol else 1)
+def steps(p, key):
+    return {r["step"]: r[key] for r in map(json.loads, open(p)) if key in r}
+tol, need = float(sys.argv[3]), int(sys.argv[4])
+worst, n = 0.0, 0
+for key in ("loss", "val_loss"):
+    a, b = steps(sys.argv[1], key), steps(sys.argv[2], key)
+    if a.keys() != b.keys():
+        worst = float("inf")
+        continue
+    worst = max([worst] + [abs(a[k] - b[k]) / abs(b[k]) for k in b])
+    n += len(b) if key == "loss" else 0
+print(f"{sys.argv[1]}: {n} steps, worst loss gap {worst:.2e}")
+sys.exit(0 if n >= need and worst <= tol else 1)
 PY
 }
 # same_ckpt A B [--params-only]: the final checkpoints within TOL
@@ -104,10 +112,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"prompt": p, "response": r}) + "\n")
 PY
 recipe sft | sed "s#train: $tmp/text.txt#train: $tmp/sft.jsonl#" >"$tmp/sft.yaml"
-equiv sft sft
-vl() { sed -n 's/.*val loss \([0-9.]*\),.*/\1/p' "$tmp/$1.log" | tail -1; }
-[ -n "$(vl sft-1)" ] && [ "$(vl sft-1)" = "$(vl sft-2)" ] && ok ||
-  bad "validation loss over masked data: 1 rank $(vl sft-1), 2 ranks $(vl sft-2)"
+equiv sft sft # the validation loss too, over batches split by ranks
 # ZeRO-1: the moments sharded, gathered into the checkpoint
 run 2 zero-2 plain --set train.batch_size=4 --set distributed.zero=1
 same_losses zero-2 plain-1
@@ -132,13 +137,15 @@ echo "for scale, one process, batch 8 vs 4 x 2: $("$DIFF" "$tmp/qat-acc/checkpoi
 # checkpoint's buffers): each batch's range is reduced over the ranks, so every rank
 # observes the global batch, as one process with batch 8 does (4 x 2 accumulated would
 # update the observers twice a step). Quantized activations are more sensitive still
-# than quantized weights: a last-bit difference flips a rounding near step 17 (measured:
-# losses equal to 1e-7 through step 16), so this compares the checkpoints of step 10
-# (weights, moments and observer ranges; one schedule of 20 steps for both)
+# than quantized weights: a last-bit difference flips a rounding near step 15-17 here
+# (measured: losses equal to 1e-7 until then; where depends on the build, and on other
+# data it came at step 9), so this compares the checkpoints of step 5 (weights, moments
+# and observer ranges; one schedule of 20 steps for both). Without the reduction the
+# observer ranges differ from the first step (0.116 apart at step 10).
 { recipe obs; printf 'qat:\n  weight: {format: int4, group_size: 32}\n  activation: {format: int8, granularity: per_tensor, dynamic: false}\n'; } >"$tmp/obs.yaml"
-run 1 obs-1 obs --stop-at 10
-run 2 obs-2 obs --set train.batch_size=4 --stop-at 10
-same_losses obs-2 obs-1
+run 1 obs-1 obs --stop-at 5
+run 2 obs-2 obs --set train.batch_size=4 --stop-at 5
+same_losses obs-2 obs-1 5
 same_ckpt obs-2 obs-1
 # learnable LSQ scales: a second trained paramset, its grads in buckets of their own
 { recipe lsq; printf 'qat:\n  weight: {format: int4, group_size: 32, scale_dtype: f32, learnable: true}\n'; } >"$tmp/lsq.yaml"
@@ -228,19 +235,20 @@ for attempt in 1 2 3 4 5; do
   job=$!
   victim=
   for _ in $(seq 1 300); do victim=$(rank_pid 0 ck); [ -n "$victim" ] && break; sleep 0.05; done
+  killed=0
   shopt -s nullglob
   end=$((SECONDS + 30))
-  while ((SECONDS < end)); do # kill the moment a temporary checkpoint appears (no fork)
+  while [ -n "$victim" ] && ((SECONDS < end)); do # kill the moment a temporary checkpoint appears (no fork)
     partial=("$tmp"/ck/checkpoint.h5.tmp.*)
     if [ -f "$tmp/ck/checkpoint.h5" ] && ((${#partial[@]})); then
-      kill -9 "$victim" 2>/dev/null
+      kill -9 "$victim" 2>/dev/null && killed=1
       break
     fi
   done
   partial=("$tmp"/ck/checkpoint.h5.tmp.*)
   shopt -u nullglob
   wait "$job"
-  if ((${#partial[@]})); then mid_write=1; break; fi
+  if [ "$killed" -eq 1 ] && ((${#partial[@]})); then mid_write=1; break; fi
 done
 [ "$mid_write" -eq 1 ] && ok || bad "5 attempts never killed rank 0 in the middle of a checkpoint write"
 "$Q" info "$tmp/ck/checkpoint.h5" >"$tmp/ck-info.log" 2>&1 && ok || bad "the previous checkpoint is unreadable: $(tail -3 "$tmp/ck-info.log")"

@@ -555,14 +555,11 @@ qt_status qt_dist_gather_moments(qt_dist *d, const qt_adamw *shard, qt_adamw *fu
 }
 
 uint64_t qt_dist_digest(const qt_paramset *ps) {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the values' bits */
-    for (int i = 0; i < ps->n; i++) {
-        if (ps->goffset[i] == (size_t)-1) continue;
-        const uint32_t *u = (const uint32_t *)(ps->data + ps->offset[i]);
-        for (int64_t j = 0; j < qt_numel(ps->params[i]); j++) {
-            h ^= u[j];
-            h *= 0x100000001b3ULL;
-        }
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the values' bits, frozen ones too */
+    const uint32_t *u = (const uint32_t *)ps->data;
+    for (size_t j = 0; j < ps->n_total; j++) {
+        h ^= u[j];
+        h *= 0x100000001b3ULL;
     }
     return h;
 }

@@ -569,8 +569,9 @@ static qt_status zero_load_moments(const char *ckpt, qt_paramset *ps, qt_adamw *
 }
 
 /* Ranks must hold the same weights bit for bit (the same averaged grads, the same
- * update); checked at each checkpoint, so a reduction that is not bitwise identical
- * everywhere, or a rank that went its own way, is an error rather than a silent drift. */
+ * update; the same observed ranges); checked at each checkpoint, so a reduction that is
+ * not bitwise identical everywhere, or a rank that went its own way, is an error rather
+ * than a silent drift. */
 static qt_status check_ranks_agree(qt_dist *d, qt_paramset *const *sets, int n, long step) {
     if (d->world == 1) return QT_OK;
     for (int k = 0; k < n; k++) {
@@ -579,8 +580,9 @@ static qt_status check_ranks_agree(qt_dist *d, qt_paramset *const *sets, int n, 
         if (st == QT_OK) st = qt_dist_reduce_i64(d, &lo, 1, QT_DIST_MIN);
         if (st != QT_OK) return st;
         if (hi != lo)
-            return QT_ERROR(QT_ESTATE, "step %ld: the ranks' weights differ (a collective that "
-                                       "is not bitwise identical on every rank?)", step);
+            return QT_ERROR(QT_ESTATE, "step %ld: the ranks hold different %s values (a "
+                                       "collective that is not bitwise identical on every "
+                                       "rank?)", step, k ? "QAT or LoRA" : "model");
     }
     return QT_OK;
 }
@@ -951,7 +953,12 @@ qt_status qt_train_run(const qt_recipe *r, const qt_train_opts *opts, qt_train_r
             qt_ckpt_state cs = {.step = step + 1, .data_epoch = ds.epoch, .data_pos = ds.pos,
                                 .seed = r->train.seed};
             st = pull_state(ps, &opt, qps, has_qopt ? &qopt : NULL);
-            if (st == QT_OK) st = check_ranks_agree(d, sets, n_sets, step + 1);
+            /* QAT's buffers too: static observers' ranges are frozen parameters */
+            qt_paramset *agree[3];
+            int n_agree = 0;
+            for (int k = 0; k < n_sets; k++) agree[n_agree++] = sets[k];
+            if (qat && qps && !has_qopt) agree[n_agree++] = qps;
+            if (st == QT_OK) st = check_ranks_agree(d, agree, n_agree, step + 1);
             qt_adamw full = {0}; /* ZeRO-1: the whole state, on rank 0 */
             if (st == QT_OK && zopt) st = zero_full_moments(d, zopt, lora ? qps : ps, &full);
             const qt_adamw *wopt = zopt && !lora ? &full : &opt;

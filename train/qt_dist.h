@@ -96,7 +96,8 @@ qt_status qt_dist_allgather_params(qt_dist *d, qt_paramset *ps);
  * may pass NULL), for a checkpoint. */
 qt_status qt_dist_gather_moments(qt_dist *d, const qt_adamw *shard, qt_adamw *full);
 
-/* A 64-bit digest of the trained values (host copies): ranks must agree bit for bit. */
+/* A 64-bit digest of every value (host copies, frozen ones included): ranks must agree
+ * bit for bit. */
 uint64_t qt_dist_digest(const qt_paramset *ps);
 
 #endif /* QT_DIST_H */
