@@ -580,9 +580,10 @@ static qt_status check_ranks_agree(qt_dist *d, qt_paramset *const *sets, int n, 
         if (st == QT_OK) st = qt_dist_reduce_i64(d, &lo, 1, QT_DIST_MIN);
         if (st != QT_OK) return st;
         if (hi != lo)
-            return QT_ERROR(QT_ESTATE, "step %ld: the ranks hold different %s values (a "
-                                       "collective that is not bitwise identical on every "
-                                       "rank?)", step, k ? "QAT or LoRA" : "model");
+            return QT_ERROR(QT_ESTATE, "step %ld: the ranks hold different values in the "
+                                       "parameters of %s, ... (a collective that is not "
+                                       "bitwise identical on every rank?)", step,
+                            sets[k]->n ? sets[k]->params[0]->name : "?");
     }
     return QT_OK;
 }
