@@ -18,22 +18,110 @@ extern "C" {
 
 #define QT_MAX_INPUTS 4
 
-/* Per-op attributes: a few integers and floats, interpreted by the op. */
+/* ---- per-op attributes ---------------------------------------------------------------
+ * Each op's constructor fills its own member of qt_op_attrs; its kernels, the CPU's and
+ * every backend's, read that member and no other (the node's op is the union's tag).
+ * Ops without attributes (reshape, embedding, softmax, silu, gelu, swiglu, cast) leave it
+ * zeroed. Fields marked "set by forward" are written by the forward kernel for its
+ * backward. */
+
+/* matmul: C = op(A) op(B), op(A) (M,K), op(B) (K,N), `batch` products; shared: B is 2-D
+ * and the same for every batch (a Linear weight) */
 typedef struct {
-    int64_t i[6];
-    float f[4];
-    uint64_t u;
-} qt_attrs;
+    bool ta, tb, shared;
+    int64_t M, N, K, batch;
+} qt_matmul_attrs;
+
+/* add, sub, mul, div: the result viewed as (outer, inner); `small` names the operand
+ * repeated over outer: 0 = a, 1 = b, -1 = neither (same shapes) */
+typedef struct {
+    int64_t outer, inner;
+    int small;
+} qt_bcast_attrs;
+
+/* scale: y = s x */
+typedef struct {
+    float s;
+} qt_scale_attrs;
+
+/* sum, mean: input viewed as (pre, len, post), output (pre, post) = mul * sum over len */
+typedef struct {
+    int64_t pre, len, post;
+    float mul; /* 1 (sum) or 1/len (mean) */
+} qt_reduce_attrs;
+
+/* permute: the permutation padded to 4 dims with leading size-1 dims */
+typedef struct {
+    int perm[4];
+} qt_permute_attrs;
+
+/* rmsnorm, layernorm (has_bias: layernorm's third input is the bias) */
+typedef struct {
+    float eps;
+    bool has_bias;
+} qt_norm_attrs;
+
+/* attention: scale already resolved by the constructor (<= 0 -> 1/sqrt(D)) */
+typedef struct {
+    float scale;
+    int path; /* set by forward: which implementation a backend ran, so that backward
+                 follows it (cuda/attention.cu's att_path; the CPU has one path, 0) */
+} qt_attention_attrs;
+
+/* rope: angle = (pos0 + t) * theta^(-2i/D) */
+typedef struct {
+    float theta;
+    int64_t pos0;
+} qt_rope_attrs;
+
+/* dropout: element i is dropped when qt_rand_uniform(seed, i) < p */
+typedef struct {
+    float p;
+    uint64_t seed;
+} qt_dropout_attrs;
+
+/* cross_entropy */
+typedef struct {
+    int32_t ignore_index;
+    int64_t count; /* set by forward: targets that are not ignore_index (the mean's
+                      denominator, which backward divides by) */
+} qt_ce_attrs;
+
+/* QT_OP_CUSTOM: the caller's forward/backward and its opaque state */
+typedef struct {
+    const struct qt_custom_fn *fn;
+    void *state;
+} qt_custom_attrs;
+
+typedef union {
+    qt_matmul_attrs matmul;       /* QT_OP_MATMUL */
+    qt_bcast_attrs bcast;         /* QT_OP_ADD, _SUB, _MUL, _DIV */
+    qt_scale_attrs scale;         /* QT_OP_SCALE */
+    qt_reduce_attrs reduce;       /* QT_OP_SUM, _MEAN */
+    qt_permute_attrs permute;     /* QT_OP_PERMUTE */
+    qt_norm_attrs norm;           /* QT_OP_RMSNORM, _LAYERNORM */
+    qt_attention_attrs attention; /* QT_OP_ATTENTION */
+    qt_rope_attrs rope;           /* QT_OP_ROPE */
+    qt_dropout_attrs dropout;     /* QT_OP_DROPOUT */
+    qt_ce_attrs ce;               /* QT_OP_CROSS_ENTROPY */
+    qt_custom_attrs custom;       /* QT_OP_CUSTOM */
+} qt_op_attrs;
+
+/* A tape node is written per recorded op: an attribute struct that outgrows matmul's
+ * should be a pointer into the arena instead. */
+#ifdef __cplusplus
+static_assert(sizeof(qt_op_attrs) <= 40, "qt_op_attrs grew past matmul's 40 bytes");
+#else
+_Static_assert(sizeof(qt_op_attrs) <= 40, "qt_op_attrs grew past matmul's 40 bytes");
+#endif
 
 typedef struct qt_node {
     qt_op op;
     int n_in;
     qt_tensor *in[QT_MAX_INPUTS];
     qt_tensor *out;
-    qt_attrs a;
-    void *saved;   /* op-specific arena memory kept for backward (e.g. log-sum-exp);
-                      QT_OP_CUSTOM: the caller's state */
-    const struct qt_custom_fn *custom; /* QT_OP_CUSTOM: its forward and backward */
+    qt_op_attrs a; /* the member of op (see qt_op_attrs) */
+    void *saved;   /* op-specific arena memory kept for backward (e.g. log-sum-exp) */
 } qt_node;
 
 typedef qt_status (*qt_kernel_fn)(qt_ctx *ctx, qt_node *n);
@@ -134,29 +222,19 @@ qt_tensor *qt_new_like_shape(qt_ctx *ctx, const qt_tensor *like, int ndim,
                              const int64_t *shape);
 
 /* Runs the op's forward on the output `out` already allocated and, when grad mode is
- * on and an input requires grad, appends the node to the tape and marks out.
- * Returns out, or NULL with the context failed. */
+ * on and an input requires grad, appends the node to the tape and marks out. `a` is the
+ * op's attributes (NULL: none). Returns out, or NULL with the context failed. */
 qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
-                     const qt_attrs *a);
+                     const qt_op_attrs *a);
 
-/* qt_op_run for QT_OP_CUSTOM: the node carries fn and state. */
+/* qt_op_run for QT_OP_CUSTOM: the node carries fn and state (a.custom). */
 qt_tensor *qt_op_run_custom(qt_ctx *ctx, const struct qt_custom_fn *fn, void *state, int n_in,
-                            qt_tensor *const *in, qt_tensor *out, const qt_attrs *a);
+                            qt_tensor *const *in, qt_tensor *out);
 
 /* ---- what every backend's kernels of one op share (host code) ---------------------- */
 
-/* matmul's attrs: i[0] ta, i[1] tb, i[2] M, i[3] N, i[4] K, i[5] batch; u = B shared */
-typedef struct {
-    bool ta, tb, shared;
-    int64_t M, N, K, batch;
-} qt_mm_dims;
-static inline qt_mm_dims qt_mm_dims_of(const qt_node *n) {
-    qt_mm_dims d = {n->a.i[0] != 0, n->a.i[1] != 0, n->a.u != 0,
-                    n->a.i[2], n->a.i[3], n->a.i[4], n->a.i[5]};
-    return d;
-}
 /* permute: the output's shape padded to 4 dims and the input stride of each output dim,
- * so out[i0,i1,i2,i3] = in[sum ik * st[k]] (attrs i[0..3]: the padded perm). */
+ * so out[i0,i1,i2,i3] = in[sum ik * st[k]] (from a.permute). */
 void qt_perm_geometry(const qt_node *n, int64_t os[4], int64_t st[4]);
 /* embedding: fails the context unless every id (host copy) is in [0, V). */
 qt_status qt_check_ids(qt_ctx *ctx, const int32_t *ids, int64_t n, int64_t V);

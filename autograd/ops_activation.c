@@ -123,11 +123,11 @@ const qt_op_def qt_opdef_swiglu = {
     .backward = {[QT_DEV_CPU] = swiglu_bwd_cpu},
 };
 
-/* ---- dropout: attrs f[0] p, u seed ---- */
+/* ---- dropout: attrs a.dropout (p, seed) ---- */
 static qt_status dropout_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     const float *x = qt_f32(n->in[0]);
-    float *y = qt_f32(n->out), p = n->a.f[0], keep = 1.0f / (1.0f - p);
-    uint64_t seed = n->a.u;
+    float *y = qt_f32(n->out), p = n->a.dropout.p, keep = 1.0f / (1.0f - p);
+    uint64_t seed = n->a.dropout.seed;
     int64_t N = qt_numel(n->out);
 #pragma omp parallel for schedule(static) PAR_IF(N)
     for (int64_t i = 0; i < N; i++)
@@ -139,8 +139,8 @@ static qt_status dropout_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     float *dx = n->in[0]->grad;
     if (!dx) return QT_OK;
     const float *dy = n->out->grad;
-    float p = n->a.f[0], keep = 1.0f / (1.0f - p);
-    uint64_t seed = n->a.u;
+    float p = n->a.dropout.p, keep = 1.0f / (1.0f - p);
+    uint64_t seed = n->a.dropout.seed;
     int64_t N = qt_numel(n->out);
 #pragma omp parallel for schedule(static) PAR_IF(N)
     for (int64_t i = 0; i < N; i++)
@@ -155,7 +155,7 @@ const qt_op_def qt_opdef_dropout = {
 };
 
 /* ---- constructors ---- */
-static qt_tensor *unary(qt_ctx *ctx, qt_op op, qt_tensor *x, const qt_attrs *at) {
+static qt_tensor *unary(qt_ctx *ctx, qt_op op, qt_tensor *x, const qt_op_attrs *at) {
     if (!qt_check_inputs(ctx, qt_op_name(op), 1, &x)) return NULL;
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, x->shape);
     return qt_op_run(ctx, op, 1, &x, out, at);
@@ -168,7 +168,7 @@ qt_tensor *qt_dropout(qt_ctx *ctx, qt_tensor *x, float p, uint64_t seed) {
     if (!(p >= 0.0f && p < 1.0f))
         return QT_FAIL(ctx, QT_EINVAL, "dropout: p must be in [0, 1), got %g", (double)p);
     if (p == 0.0f) return qt_check_inputs(ctx, "dropout", 1, &x) ? x : NULL;
-    qt_attrs at = {.f = {p}, .u = seed};
+    qt_op_attrs at = {.dropout = {.p = p, .seed = seed}};
     return unary(ctx, QT_OP_DROPOUT, x, &at);
 }
 

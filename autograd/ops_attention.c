@@ -31,7 +31,7 @@ typedef struct {
 static attn_dims dims_of(const qt_node *n) {
     const qt_tensor *q = n->in[0], *k = n->in[1];
     attn_dims d = {q->shape[0], q->shape[1], k->shape[1], q->shape[2], k->shape[2],
-                   q->shape[3], n->a.f[0]};
+                   q->shape[3], n->a.attention.scale};
     return d;
 }
 
@@ -166,6 +166,6 @@ qt_tensor *qt_attention(qt_ctx *ctx, qt_tensor *q, qt_tensor *k, qt_tensor *v, f
                        qt_shape_str(q, sq, 64), qt_shape_str(k, sk, 64), qt_shape_str(v, sv, 64));
     if (scale <= 0.0f) scale = 1.0f / sqrtf((float)q->shape[3]);
     qt_tensor *out = qt_new_like_shape(ctx, q, 4, q->shape);
-    qt_attrs at = {.f = {scale}};
+    qt_op_attrs at = {.attention = {.scale = scale}};
     return qt_op_run(ctx, QT_OP_ATTENTION, 3, in, out, &at);
 }

@@ -3,17 +3,17 @@
  * gives a forward and a backward (qt_custom_fn) and an opaque state. This is how the
  * layers above add their fused ops without the engine learning about them: qat/'s
  * fake-quant (the quantizer lives in ptq/, which the engine must not know) and lora/'s
- * dequantize-in-the-tile matmul. The node keeps the function table and the state;
- * backward receives exactly the inputs forward saw.
+ * dequantize-in-the-tile matmul. The node keeps the function table and the state in
+ * a.custom; backward receives exactly the inputs forward saw.
  */
 #include "internal.h"
 
 static qt_status custom_fwd(qt_ctx *ctx, qt_node *n) {
-    return n->custom->forward(ctx, n->in, n->n_in, n->out, n->saved);
+    return n->a.custom.fn->forward(ctx, n->in, n->n_in, n->out, n->a.custom.state);
 }
 
 static qt_status custom_bwd(qt_ctx *ctx, qt_node *n) {
-    return n->custom->backward(ctx, n->in, n->n_in, n->out, n->saved);
+    return n->a.custom.fn->backward(ctx, n->in, n->n_in, n->out, n->a.custom.state);
 }
 
 const qt_op_def qt_opdef_custom = {
@@ -34,6 +34,5 @@ qt_tensor *qt_custom(qt_ctx *ctx, const qt_custom_fn *fn, int n_in, qt_tensor *c
     /* f32 whatever the inputs (the header's promise: callers' kernels write floats) */
     qt_tensor *out = qt_tensor_new_on(ctx, in[0]->device, QT_F32, ndim, shape);
     if (!out) return NULL;
-    qt_attrs a = {0};
-    return qt_op_run_custom(ctx, fn, state, n_in, in, out, &a);
+    return qt_op_run_custom(ctx, fn, state, n_in, in, out);
 }

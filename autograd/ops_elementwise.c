@@ -3,8 +3,8 @@
  *
  * Broadcasting is numpy's restricted to one case: the smaller operand's shape is a
  * suffix of the larger's, so the result is (outer, inner) with the small operand
- * repeated over `outer`. Its grad is the sum over `outer`. attrs: i[0] outer, i[1]
- * inner, i[2] which operand is small (0 = a, 1 = b, -1 = same shape).
+ * repeated over `outer`. Its grad is the sum over `outer`. attrs: a.bcast (outer,
+ * inner, which operand is small); scale: a.scale.
  */
 #include <omp.h>
 
@@ -27,8 +27,8 @@ static ew_kind kind_of(qt_op op) {
 
 static qt_status ew_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     ew_kind k = kind_of(n->op);
-    int64_t outer = n->a.i[0], inner = n->a.i[1];
-    int small = (int)n->a.i[2];
+    int64_t outer = n->a.bcast.outer, inner = n->a.bcast.inner;
+    int small = n->a.bcast.small;
     const float *A = qt_f32(n->in[0]), *B = qt_f32(n->in[1]);
     float *Y = qt_f32(n->out);
 #pragma omp parallel for schedule(static) if (outer * inner > 32768)
@@ -55,8 +55,8 @@ static inline float ew_grad(ew_kind k, int which, float a, float b, float dy) {
  * walking rows in order (contiguous reads, a fixed summation order). */
 static qt_status ew_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     ew_kind k = kind_of(n->op);
-    int64_t outer = n->a.i[0], inner = n->a.i[1];
-    int small = (int)n->a.i[2];
+    int64_t outer = n->a.bcast.outer, inner = n->a.bcast.inner;
+    int small = n->a.bcast.small;
     const float *A = qt_f32(n->in[0]), *B = qt_f32(n->in[1]);
     const float *dY = n->out->grad;
     for (int which = 0; which < 2; which++) {
@@ -114,8 +114,8 @@ static qt_tensor *ew_make(qt_ctx *ctx, qt_op op, const char *name, qt_tensor *a,
         }
     }
     int64_t inner = qt_numel(sm), total = qt_numel(big);
-    qt_attrs at = {.i = {inner ? total / inner : 0, inner, -1}};
-    if (sm->ndim < big->ndim) at.i[2] = sm == a ? 0 : 1;
+    qt_op_attrs at = {.bcast = {.outer = inner ? total / inner : 0, .inner = inner}};
+    at.bcast.small = sm->ndim == big->ndim ? -1 : sm == a ? 0 : 1;
     qt_tensor *out = qt_new_like_shape(ctx, big, big->ndim, big->shape);
     return qt_op_run(ctx, op, 2, in, out, &at);
 }
@@ -137,7 +137,7 @@ qt_tensor *qt_div(qt_ctx *ctx, qt_tensor *a, qt_tensor *b) {
 
 static qt_status scale_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     const float *x = qt_f32(n->in[0]);
-    float *y = qt_f32(n->out), s = n->a.f[0];
+    float *y = qt_f32(n->out), s = n->a.scale.s;
     int64_t N = qt_numel(n->out);
 #pragma omp parallel for schedule(static) if (N > 32768)
     for (int64_t i = 0; i < N; i++) y[i] = s * x[i];
@@ -145,7 +145,7 @@ static qt_status scale_fwd_cpu(qt_ctx *ctx, qt_node *n) {
 }
 
 static qt_status scale_bwd_cpu(qt_ctx *ctx, qt_node *n) {
-    float *dx = n->in[0]->grad, s = n->a.f[0];
+    float *dx = n->in[0]->grad, s = n->a.scale.s;
     const float *dy = n->out->grad;
     int64_t N = qt_numel(n->out);
     if (!dx) return QT_OK;
@@ -163,6 +163,6 @@ const qt_op_def qt_opdef_scale = {
 qt_tensor *qt_scale(qt_ctx *ctx, qt_tensor *x, float s) {
     if (!qt_check_inputs(ctx, "scale", 1, &x)) return NULL;
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, x->shape);
-    qt_attrs at = {.f = {s}};
+    qt_op_attrs at = {.scale = {s}};
     return qt_op_run(ctx, QT_OP_SCALE, 1, &x, out, &at);
 }

@@ -3,7 +3,7 @@
  *   loss = mean over rows with target != ignore of (lse(row) - row[target])
  * Only the per-row log-sum-exp is saved (N floats, not N x V probabilities); backward
  * recomputes softmax from the logits: dlogits = (softmax - onehot) * dloss / count.
- * attrs: i[0] ignore_index, i[1] count of counted rows.
+ * attrs: a.ce (the ignore index; the count of counted rows, set by forward).
  */
 #include <math.h>
 
@@ -30,11 +30,11 @@ static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     const qt_tensor *lg = n->in[0], *tg = n->in[1];
     int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
     const int32_t *t = tg->data;
-    int32_t ignore = (int32_t)n->a.i[0];
+    int32_t ignore = n->a.ce.ignore_index;
     int64_t count = 0;
     qt_status st = qt_ce_count(ctx, t, N, V, ignore, &count);
     if (st != QT_OK) return st;
-    n->a.i[1] = count;
+    n->a.ce.count = count;
     float *lse = qt_ctx_alloc(ctx, (size_t)(N ? N : 1) * sizeof(float));
     if (!lse) return ctx->status;
     n->saved = lse;
@@ -58,12 +58,12 @@ static qt_status ce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
 
 static qt_status ce_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     float *dL = n->in[0]->grad;
-    int64_t count = n->a.i[1];
+    int64_t count = n->a.ce.count;
     if (!dL || count == 0) return QT_OK;
     const qt_tensor *lg = n->in[0];
     int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
     const int32_t *t = n->in[1]->data;
-    int32_t ignore = (int32_t)n->a.i[0];
+    int32_t ignore = n->a.ce.ignore_index;
     const float *L = qt_f32(lg), *lse = n->saved;
     float g = n->out->grad[0] / (float)count;
 #pragma omp parallel for schedule(static) if (N * V > 16384)
@@ -100,6 +100,6 @@ qt_tensor *qt_cross_entropy(qt_ctx *ctx, qt_tensor *logits, qt_tensor *targets,
     /* the loss is f32 whatever the logits' dtype (bf16 on the GPU) */
     qt_tensor *out = qt_tensor_new_on(ctx, logits->device, QT_F32, 0, NULL);
     qt_tensor *in[2] = {logits, targets};
-    qt_attrs at = {.i = {ignore_index}};
+    qt_op_attrs at = {.ce = {.ignore_index = ignore_index}};
     return qt_op_run(ctx, QT_OP_CROSS_ENTROPY, 2, in, out, &at);
 }

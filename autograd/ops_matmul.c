@@ -27,12 +27,8 @@ static bool par_batch(int64_t batch, int64_t M, int64_t N, int64_t K) {
     return batch > 1 && batch >= omp_get_max_threads() && M * N * K <= ((int64_t)1 << 26);
 }
 
-/* attrs: qt_mm_dims (internal.h) */
-typedef qt_mm_dims mm_dims;
-#define dims_of qt_mm_dims_of
-
 static qt_status matmul_fwd_cpu(qt_ctx *ctx, qt_node *n) {
-    mm_dims d = dims_of(n);
+    qt_matmul_attrs d = n->a.matmul;
     const float *A = qt_f32(n->in[0]), *B = qt_f32(n->in[1]);
     float *C = qt_f32(n->out);
     int64_t lda = d.ta ? d.M : d.K, ldb = d.tb ? d.K : d.N;
@@ -48,7 +44,7 @@ static qt_status matmul_fwd_cpu(qt_ctx *ctx, qt_node *n) {
 }
 
 static qt_status matmul_bwd_cpu(qt_ctx *ctx, qt_node *n) {
-    mm_dims d = dims_of(n);
+    qt_matmul_attrs d = n->a.matmul;
     const float *A = qt_f32(n->in[0]), *B = qt_f32(n->in[1]);
     const float *dC = n->out->grad;
     float *dA = n->in[0]->grad, *dB = n->in[1]->grad;
@@ -138,6 +134,7 @@ qt_tensor *qt_matmul(qt_ctx *ctx, qt_tensor *a, qt_tensor *b, bool ta, bool tb) 
     shape[a->ndim - 2] = M;
     shape[a->ndim - 1] = N;
     qt_tensor *out = qt_new_like_shape(ctx, a, a->ndim, shape);
-    qt_attrs at = {.i = {ta, tb, M, N, Ka, batch}, .u = shared};
+    qt_op_attrs at = {.matmul = {.ta = ta, .tb = tb, .shared = shared, .M = M, .N = N,
+                                 .K = Ka, .batch = batch}};
     return qt_op_run(ctx, QT_OP_MATMUL, 2, in, out, &at);
 }

@@ -12,7 +12,7 @@
 
 #include "internal.h"
 
-/* saved: (rows) r, then (rows) mu for LayerNorm. attrs: f[0] eps, i[0] has bias */
+/* saved: (rows) r, then (rows) mu for LayerNorm. attrs: a.norm (eps, has_bias) */
 
 static qt_status rmsnorm_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     const qt_tensor *x = n->in[0];
@@ -21,7 +21,7 @@ static qt_status rmsnorm_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     if (!rs) return ctx->status;
     n->saved = rs;
     const float *X = qt_f32(x), *W = qt_f32(n->in[1]);
-    float *Y = qt_f32(n->out), eps = n->a.f[0];
+    float *Y = qt_f32(n->out), eps = n->a.norm.eps;
 #pragma omp parallel for schedule(static) if (R * D > 16384)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = X + r * D;
@@ -74,8 +74,8 @@ static qt_status layernorm_fwd_cpu(qt_ctx *ctx, qt_node *n) {
     n->saved = rs;
     float *mus = rs + R;
     const float *X = qt_f32(x), *W = qt_f32(n->in[1]);
-    const float *Bi = n->a.i[0] ? qt_f32(n->in[2]) : NULL;
-    float *Y = qt_f32(n->out), eps = n->a.f[0];
+    const float *Bi = n->a.norm.has_bias ? qt_f32(n->in[2]) : NULL;
+    float *Y = qt_f32(n->out), eps = n->a.norm.eps;
 #pragma omp parallel for schedule(static) if (R * D > 16384)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = X + r * D;
@@ -98,7 +98,7 @@ static qt_status layernorm_bwd_cpu(qt_ctx *ctx, qt_node *n) {
     const float *X = qt_f32(x), *W = qt_f32(n->in[1]), *dY = n->out->grad;
     const float *rs = n->saved, *mus = rs + R;
     float *dX = n->in[0]->grad, *dW = n->in[1]->grad;
-    float *dB = n->a.i[0] ? n->in[2]->grad : NULL;
+    float *dB = n->a.norm.has_bias ? n->in[2]->grad : NULL;
     if (dX) {
 #pragma omp parallel for schedule(static) if (R * D > 16384)
         for (int64_t r = 0; r < R; r++) {
@@ -156,7 +156,7 @@ qt_tensor *qt_rmsnorm(qt_ctx *ctx, qt_tensor *x, qt_tensor *weight, float eps) {
     if (x->ndim < 1) return QT_FAIL(ctx, QT_ESHAPE, "rmsnorm: input is a scalar");
     if (!check_norm_weight(ctx, "rmsnorm", x, weight, "weight")) return NULL;
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, x->shape);
-    qt_attrs at = {.f = {eps}};
+    qt_op_attrs at = {.norm = {.eps = eps}};
     return qt_op_run(ctx, QT_OP_RMSNORM, 2, in, out, &at);
 }
 
@@ -169,6 +169,6 @@ qt_tensor *qt_layernorm(qt_ctx *ctx, qt_tensor *x, qt_tensor *weight, qt_tensor 
     if (!check_norm_weight(ctx, "layernorm", x, weight, "weight")) return NULL;
     if (bias && !check_norm_weight(ctx, "layernorm", x, bias, "bias")) return NULL;
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, x->shape);
-    qt_attrs at = {.f = {eps}, .i = {bias != NULL}};
+    qt_op_attrs at = {.norm = {.eps = eps, .has_bias = bias != NULL}};
     return qt_op_run(ctx, QT_OP_LAYERNORM, n_in, in, out, &at);
 }

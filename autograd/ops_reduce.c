@@ -2,13 +2,13 @@
  * ops_reduce.c - sum and mean over one axis (removed from the shape) or over all.
  * The input is viewed as (pre, n, post); the output as (pre, post). Sums accumulate in
  * double so that large reductions do not drift with the element order.
- * attrs: i[0] pre, i[1] n, i[2] post; f[0] 1 (sum) or 1/n (mean).
+ * attrs: a.reduce.
  */
 #include "internal.h"
 
 static qt_status reduce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
-    int64_t pre = n->a.i[0], len = n->a.i[1], post = n->a.i[2];
-    float mul = n->a.f[0];
+    int64_t pre = n->a.reduce.pre, len = n->a.reduce.len, post = n->a.reduce.post;
+    float mul = n->a.reduce.mul;
     const float *x = qt_f32(n->in[0]);
     float *y = qt_f32(n->out);
 #pragma omp parallel for schedule(static) if (pre * len * post > 32768)
@@ -22,8 +22,8 @@ static qt_status reduce_fwd_cpu(qt_ctx *ctx, qt_node *n) {
 }
 
 static qt_status reduce_bwd_cpu(qt_ctx *ctx, qt_node *n) {
-    int64_t pre = n->a.i[0], len = n->a.i[1], post = n->a.i[2];
-    float mul = n->a.f[0];
+    int64_t pre = n->a.reduce.pre, len = n->a.reduce.len, post = n->a.reduce.post;
+    float mul = n->a.reduce.mul;
     float *dx = n->in[0]->grad;
     const float *dy = n->out->grad;
     if (!dx) return QT_OK;
@@ -51,27 +51,28 @@ static qt_tensor *reduce_make(qt_ctx *ctx, qt_op op, qt_tensor *x, int axis) {
     if (!qt_check_inputs(ctx, name, 1, &x)) return NULL;
     int64_t shape[QT_MAX_DIMS];
     int ndim = 0;
-    qt_attrs at = {0};
+    qt_op_attrs at = {.reduce = {0}};
+    qt_reduce_attrs *r = &at.reduce;
     if (axis == QT_AXIS_ALL) {
-        at.i[0] = 1;
-        at.i[1] = qt_numel(x);
-        at.i[2] = 1;
+        r->pre = 1;
+        r->len = qt_numel(x);
+        r->post = 1;
     } else {
         int ax = axis < 0 ? axis + x->ndim : axis;
         if (ax < 0 || ax >= x->ndim)
             return QT_FAIL(ctx, QT_EINVAL, "%s: axis %d out of range for %d dims", name, axis,
                            x->ndim);
-        at.i[0] = at.i[2] = 1;
+        r->pre = r->post = 1;
         for (int i = 0; i < x->ndim; i++) {
-            if (i < ax) at.i[0] *= x->shape[i];
-            if (i > ax) at.i[2] *= x->shape[i];
+            if (i < ax) r->pre *= x->shape[i];
+            if (i > ax) r->post *= x->shape[i];
             if (i != ax) shape[ndim++] = x->shape[i];
         }
-        at.i[1] = x->shape[ax];
+        r->len = x->shape[ax];
     }
-    if (op == QT_OP_MEAN && at.i[1] == 0)
+    if (op == QT_OP_MEAN && r->len == 0)
         return QT_FAIL(ctx, QT_EINVAL, "mean: over an empty axis");
-    at.f[0] = op == QT_OP_MEAN ? 1.0f / (float)at.i[1] : 1.0f;
+    r->mul = op == QT_OP_MEAN ? 1.0f / (float)r->len : 1.0f;
     qt_tensor *out = qt_new_like_shape(ctx, x, ndim, shape);
     return qt_op_run(ctx, op, 1, &x, out, &at);
 }

@@ -6,7 +6,7 @@
  *   y[i+D/2] = x[i+D/2] cos + x[i] sin,   angle = (pos0 + t) * theta^(-2i/D)
  * The angles are computed in float the way HF computes them (inv_freq in f32, then
  * position * inv_freq in f32), so logits agree with transformers at long positions.
- * Backward applies the inverse rotation. attrs: f[0] theta, i[0] pos0.
+ * Backward applies the inverse rotation. attrs: a.rope (theta, pos0).
  */
 #include <math.h>
 
@@ -33,7 +33,7 @@ static qt_status rope_apply(qt_ctx *ctx, qt_node *n, const float *X, float *Y, b
     int64_t D = qt_dim(n->in[0], -1), T = qt_dim(n->in[0], -2), R = qt_rows(n->in[0]);
     int64_t h = D / 2;
     if (!n->saved) {
-        n->saved = rope_table(ctx, T, D, n->a.f[0], n->a.i[0]);
+        n->saved = rope_table(ctx, T, D, n->a.rope.theta, n->a.rope.pos0);
         if (!n->saved) return ctx->status;
     }
     const float *cs = n->saved, *sn = cs + T * h;
@@ -83,6 +83,6 @@ qt_tensor *qt_rope(qt_ctx *ctx, qt_tensor *x, float theta, int64_t pos0) {
         return QT_FAIL(ctx, QT_EINVAL, "rope: theta must be > 1 and pos0 >= 0 (got %g, %lld)",
                        (double)theta, (long long)pos0);
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, x->shape);
-    qt_attrs at = {.f = {theta}, .i = {pos0}};
+    qt_op_attrs at = {.rope = {.theta = theta, .pos0 = pos0}};
     return qt_op_run(ctx, QT_OP_ROPE, 1, &x, out, &at);
 }

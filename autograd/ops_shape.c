@@ -72,7 +72,7 @@ qt_tensor *qt_reshape(qt_ctx *ctx, qt_tensor *x, int ndim, const int64_t *shape)
 }
 
 /* ---- permute ------------------------------------------------------------------------
- * attrs: i[0..3] perm (padded to 4 dims with leading size-1 dims). */
+ * attrs: a.permute, the perm padded to 4 dims with leading size-1 dims. */
 
 /* Strides of the input, reordered by perm, so out[idx] = in[sum idx_k * st[k]]. */
 void qt_perm_geometry(const qt_node *n, int64_t os[4], int64_t st[4]) {
@@ -83,8 +83,8 @@ void qt_perm_geometry(const qt_node *n, int64_t os[4], int64_t st[4]) {
     xst[3] = 1;
     for (int i = 2; i >= 0; i--) xst[i] = xst[i + 1] * xs[i + 1];
     for (int k = 0; k < 4; k++) {
-        os[k] = xs[n->a.i[k]];
-        st[k] = xst[n->a.i[k]];
+        os[k] = xs[n->a.permute.perm[k]];
+        st[k] = xst[n->a.permute.perm[k]];
     }
 }
 
@@ -132,13 +132,13 @@ qt_tensor *qt_permute(qt_ctx *ctx, qt_tensor *x, const int *perm) {
     if (!qt_check_inputs(ctx, "permute", 1, &x)) return NULL;
     int seen[QT_MAX_DIMS] = {0};
     int64_t shape[QT_MAX_DIMS];
-    qt_attrs at = {.i = {0, 1, 2, 3}};
+    qt_op_attrs at = {.permute = {{0, 1, 2, 3}}};
     int pad = 4 - x->ndim;
     for (int i = 0; i < x->ndim; i++) {
         if (perm[i] < 0 || perm[i] >= x->ndim || seen[perm[i]]++)
             return QT_FAIL(ctx, QT_EINVAL, "permute: not a permutation of %d dims", x->ndim);
         shape[i] = x->shape[perm[i]];
-        at.i[pad + i] = pad + perm[i];
+        at.permute.perm[pad + i] = pad + perm[i];
     }
     qt_tensor *out = qt_new_like_shape(ctx, x, x->ndim, shape);
     return qt_op_run(ctx, QT_OP_PERMUTE, 1, &x, out, &at);

@@ -107,8 +107,8 @@ static bool tape_reserve(qt_ctx *ctx) {
     return true;
 }
 
-static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *state, int n_in,
-                         qt_tensor *const *in, qt_tensor *out, const qt_attrs *a) {
+qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
+                     const qt_op_attrs *a) {
     if (!out || ctx->status != QT_OK) return NULL;
     const qt_op_def *d = qt_op_get(op);
     qt_device_kind dev = out->device.kind;
@@ -134,13 +134,12 @@ static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *st
     for (int i = 0; i < n_in; i++) node->in[i] = in[i];
     node->out = out;
     if (a) node->a = *a;
-    node->custom = fn;
-    if (fn) node->saved = state;
 
     qt_status st = prof_run(fwd, ctx, node, 0);
     if (st != QT_OK) {
         if (ctx->status == QT_OK)
-            QT_FAIL(ctx, st, "%s: forward failed: %s", fn ? fn->name : d->name,
+            QT_FAIL(ctx, st, "%s: forward failed: %s",
+                    op == QT_OP_CUSTOM ? node->a.custom.fn->name : d->name,
                     qt_error_message());
         return NULL;
     }
@@ -151,14 +150,10 @@ static qt_tensor *op_run(qt_ctx *ctx, qt_op op, const qt_custom_fn *fn, void *st
     return out;
 }
 
-qt_tensor *qt_op_run(qt_ctx *ctx, qt_op op, int n_in, qt_tensor *const *in, qt_tensor *out,
-                     const qt_attrs *a) {
-    return op_run(ctx, op, NULL, NULL, n_in, in, out, a);
-}
-
 qt_tensor *qt_op_run_custom(qt_ctx *ctx, const qt_custom_fn *fn, void *state, int n_in,
-                            qt_tensor *const *in, qt_tensor *out, const qt_attrs *a) {
-    return op_run(ctx, QT_OP_CUSTOM, fn, state, n_in, in, out, a);
+                            qt_tensor *const *in, qt_tensor *out) {
+    qt_op_attrs a = {.custom = {fn, state}};
+    return qt_op_run(ctx, QT_OP_CUSTOM, n_in, in, out, &a);
 }
 
 qt_kernel_fn qt_op_kernel(qt_op op, qt_device_kind dev, bool backward) {

@@ -170,10 +170,10 @@ __global__ void dropout_bwd_kernel(const float *dy, float *dx, int64_t N, float 
 static qt_status dropout_fwd(qt_ctx *ctx, qt_node *n) {
     int64_t N = qt_numel(n->out);
     if (N == 0) return QT_OK;
-    float p = n->a.f[0], keep = 1.0f / (1.0f - p);
+    float p = n->a.dropout.p, keep = 1.0f / (1.0f - p);
     QT_DISPATCH_FLOAT(n->in[0]->dtype, T, {
         dropout_fwd_kernel<T><<<qt_blocks(N, ACT_THREADS), ACT_THREADS>>>(
-            (const T *)n->in[0]->data, (T *)n->out->data, N, p, keep, n->a.u);
+            (const T *)n->in[0]->data, (T *)n->out->data, N, p, keep, n->a.dropout.seed);
         QT_CUDA_LAUNCHED();
     });
     return QT_OK;
@@ -182,9 +182,9 @@ static qt_status dropout_bwd(qt_ctx *ctx, qt_node *n) {
     float *dx = n->in[0]->grad;
     int64_t N = qt_numel(n->out);
     if (!dx || N == 0) return QT_OK;
-    float p = n->a.f[0], keep = 1.0f / (1.0f - p);
+    float p = n->a.dropout.p, keep = 1.0f / (1.0f - p);
     dropout_bwd_kernel<<<qt_blocks(N, ACT_THREADS), ACT_THREADS>>>(n->out->grad, dx, N, p,
-                                                                   keep, n->a.u);
+                                                                   keep, n->a.dropout.seed);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }

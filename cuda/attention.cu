@@ -3,9 +3,10 @@
  * the GPU (the CUDA side of autograd/ops_attention.c; same node, attrs and semantics).
  *
  * q (B, H, T, D), k and v (B, Hkv, Tk, D); query head h reads kv head h / (H/Hkv); query
- * i sees keys j <= i + (Tk - T). n->a.f[0] is the scale, already resolved by the
+ * i sees keys j <= i + (Tk - T). n->a.attention.scale is already resolved by the
  * constructor (scale <= 0 -> 1/sqrt(D) in qt_attention). n->saved holds the per-row
- * log-sum-exp (B*H*T f32, device arena) for backward.
+ * log-sum-exp (B*H*T f32, device arena) for backward, and n->a.attention.path the path
+ * the forward ran (att_path), which backward follows.
  *
  * Algorithm: FlashAttention-2 (Dao 2023): forward keeps a running max / sum per query
  * row (online softmax) and never materialises T x T; backward recomputes
@@ -302,7 +303,7 @@ static qt_status att_dims_of(const qt_node *n, att_dims *d) {
     d->D = q->shape[3];
     d->group = d->H / d->Hkv;
     d->off = d->Tk - d->T;
-    d->scale = n->a.f[0];
+    d->scale = n->a.attention.scale;
     if (d->D > 128)
         return QT_ERROR(QT_ENOTSUP, "attention (cuda): head dim %lld > 128 not supported",
                         (long long)d->D);
@@ -538,7 +539,8 @@ static qt_status att_mm_bwd(qt_ctx *ctx, qt_node *n, const att_dims &d, const fl
 
 /* Which path runs: the tensor-core one unless QT_ATTENTION=fused (or
  * qt_cuda_set_attention_impl) picks the fused kernels, which use less memory and no
- * cuBLAS. */
+ * cuBLAS. The forward records its choice in qt_attention_attrs.path. */
+enum att_path { ATT_PATH_MM = 0, ATT_PATH_FUSED = 1 };
 static int att_impl = -1;
 
 extern "C" void qt_cuda_set_attention_impl(int fused) { att_impl = fused ? 1 : 0; }
@@ -559,8 +561,8 @@ static qt_status attention_fwd_cuda(qt_ctx *ctx, qt_node *n) {
     float *lse = (float *)qt_cuda_scratch(ctx, n, (size_t)(d.B * d.H * d.T) * sizeof(float));
     if (!lse) return ctx->status != QT_OK ? ctx->status : QT_ENOMEM;
     n->saved = lse;
-    n->a.i[5] = att_use_fused(); /* backward follows the forward's path */
-    if (!n->a.i[5]) return att_mm_fwd(ctx, n, d, lse);
+    n->a.attention.path = att_use_fused() ? ATT_PATH_FUSED : ATT_PATH_MM; /* for backward */
+    if (n->a.attention.path == ATT_PATH_MM) return att_mm_fwd(ctx, n, d, lse);
     QT_DISPATCH_FLOAT(n->in[0]->dtype, T,
                       return d.D <= 64 ? att_fwd_launch<T, 64>(n, d, lse)
                                        : att_fwd_launch<T, 128>(n, d, lse));
@@ -577,7 +579,7 @@ static qt_status attention_bwd_cuda(qt_ctx *ctx, qt_node *n) {
         return QT_ERROR(QT_ESTATE, "attention (cuda): backward without the forward's lse");
     float *Dsum = (float *)qt_cuda_scratch(ctx, n, (size_t)(d.B * d.H * d.T) * sizeof(float));
     if (!Dsum) return ctx->status != QT_OK ? ctx->status : QT_ENOMEM;
-    if (!n->a.i[5]) {
+    if (n->a.attention.path == ATT_PATH_MM) { /* the forward's path */
         const int64_t rows = d.B * d.H * d.T;
         QT_DISPATCH_FLOAT(n->in[0]->dtype, T, att_dsum_kernel<T><<<(unsigned)((rows + 7) / 8), 256>>>(
                                                   (const T *)n->out->data, n->out->grad, Dsum,

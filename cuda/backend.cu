@@ -93,10 +93,10 @@ static qt_status cuda_sync(void) {
 /* qt_custom on the GPU: the caller's functions get device tensors and must launch
  * their own kernels (qat/'s fake-quant does, through qt_cuda_fake_quant). */
 static qt_status custom_fwd(qt_ctx *ctx, qt_node *n) {
-    return n->custom->forward(ctx, n->in, n->n_in, n->out, n->saved);
+    return n->a.custom.fn->forward(ctx, n->in, n->n_in, n->out, n->a.custom.state);
 }
 static qt_status custom_bwd(qt_ctx *ctx, qt_node *n) {
-    return n->custom->backward(ctx, n->in, n->n_in, n->out, n->saved);
+    return n->a.custom.fn->backward(ctx, n->in, n->n_in, n->out, n->a.custom.state);
 }
 void qt_cuda_register_custom(qt_backend *be) {
     be->forward[QT_OP_CUSTOM] = custom_fwd;

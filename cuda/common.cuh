@@ -3,8 +3,9 @@
  * and stores (f32 or bf16 in memory, f32 in registers), launch helpers.
  *
  * Conventions for kernels (see autograd/internal.h for the node and attrs):
- *   - a backend kernel is qt_kernel_fn: it reads n->in[], n->out, n->a (the attrs the
- *     op's constructor set, the same as the CPU kernel reads) and launches;
+ *   - a backend kernel is qt_kernel_fn: it reads n->in[], n->out and its op's member of
+ *     n->a (qt_op_attrs: the attrs the op's constructor set, the same struct the CPU
+ *     kernel reads) and launches;
  *   - activations are f32 or bf16 (QT_DISPATCH_FLOAT picks the template); outputs take
  *     the dtype the constructor gave them; every grad is f32 and backward ACCUMULATES
  *     (+=) into n->in[i]->grad when it is non-NULL;

@@ -100,8 +100,8 @@ __global__ void ew_bwd_small_sum(const float *part, float *g, int64_t chunks, in
 
 static qt_status ew_fwd(qt_ctx *ctx, qt_node *n) {
     int k = kind_of(n->op);
-    int64_t outer = n->a.i[0], inner = n->a.i[1];
-    int small = (int)n->a.i[2];
+    int64_t outer = n->a.bcast.outer, inner = n->a.bcast.inner;
+    int small = n->a.bcast.small;
     int64_t total = outer * inner;
     QT_DISPATCH_FLOAT(n->in[0]->dtype, TA, QT_DISPATCH_FLOAT(n->in[1]->dtype, TB,
         QT_DISPATCH_FLOAT(n->out->dtype, TY,
@@ -114,8 +114,8 @@ static qt_status ew_fwd(qt_ctx *ctx, qt_node *n) {
 
 static qt_status ew_bwd(qt_ctx *ctx, qt_node *n) {
     int k = kind_of(n->op);
-    int64_t outer = n->a.i[0], inner = n->a.i[1];
-    int small = (int)n->a.i[2];
+    int64_t outer = n->a.bcast.outer, inner = n->a.bcast.inner;
+    int small = n->a.bcast.small;
     for (int which = 0; which < 2; which++) {
         float *g = n->in[which]->grad;
         if (!g) continue;
@@ -155,7 +155,7 @@ static qt_status scale_fwd(qt_ctx *ctx, qt_node *n) {
     int64_t N = qt_numel(n->out);
     QT_DISPATCH_FLOAT(n->in[0]->dtype, T,
         scale_kernel<T><<<qt_blocks(N, 256), 256>>>((const T *)n->in[0]->data,
-                                                    (T *)n->out->data, n->a.f[0], N));
+                                                    (T *)n->out->data, n->a.scale.s, N));
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }
@@ -163,7 +163,8 @@ static qt_status scale_fwd(qt_ctx *ctx, qt_node *n) {
 static qt_status scale_bwd(qt_ctx *ctx, qt_node *n) {
     if (!n->in[0]->grad) return QT_OK;
     int64_t N = qt_numel(n->out);
-    qt_axpy_kernel<float><<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad, n->a.f[0], N);
+    qt_axpy_kernel<float><<<qt_blocks(N, 256), 256>>>(n->in[0]->grad, n->out->grad,
+                                                      n->a.scale.s, N);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }

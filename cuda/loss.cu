@@ -70,7 +70,7 @@ __global__ void ce_bwd_kernel(const T *L, const int32_t *tg, int32_t ignore, int
 static qt_status ce_fwd(qt_ctx *ctx, qt_node *n) {
     const qt_tensor *lg = n->in[0], *tgt = n->in[1];
     int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
-    int32_t ignore = (int32_t)n->a.i[0];
+    int32_t ignore = n->a.ce.ignore_index;
     int32_t *t = (int32_t *)qt_ctx_alloc(ctx, (size_t)(N ? N : 1) * sizeof(int32_t));
     if (!t) return ctx->status;
     if (N) {
@@ -80,7 +80,7 @@ static qt_status ce_fwd(qt_ctx *ctx, qt_node *n) {
     int64_t count = 0;
     qt_status cst = qt_ce_count(ctx, t, N, V, ignore, &count);
     if (cst != QT_OK) return cst;
-    n->a.i[1] = count;
+    n->a.ce.count = count; /* for backward */
     size_t nn = (size_t)(N ? N : 1);
     /* saved: lse (N f32) then targets (N i32); scratch: row terms (N f64) */
     float *lse = (float *)qt_cuda_scratch(ctx, n, nn * (sizeof(float) + sizeof(int32_t)));
@@ -105,7 +105,7 @@ static qt_status ce_fwd(qt_ctx *ctx, qt_node *n) {
 
 static qt_status ce_bwd(qt_ctx *ctx, qt_node *n) {
     float *dL = n->in[0]->grad;
-    int64_t count = n->a.i[1];
+    int64_t count = n->a.ce.count;
     if (!dL || count == 0) return QT_OK;
     const qt_tensor *lg = n->in[0];
     int64_t V = qt_dim(lg, -1), N = qt_rows(lg);
@@ -114,7 +114,7 @@ static qt_status ce_bwd(qt_ctx *ctx, qt_node *n) {
     const int32_t *dt = (const int32_t *)(lse + N);
     QT_DISPATCH_FLOAT(lg->dtype, T, {
         ce_bwd_kernel<T><<<(unsigned)N, CE_THREADS>>>((const T *)lg->data, dt,
-                                                      (int32_t)n->a.i[0], V, lse,
+                                                      n->a.ce.ignore_index, V, lse,
                                                       n->out->grad, count, dL);
         QT_CUDA_LAUNCHED();
     });

@@ -11,9 +11,6 @@
  */
 #include "common.cuh"
 
-typedef qt_mm_dims mm_dims; /* attrs, as the CPU kernel reads them */
-#define dims_of qt_mm_dims_of
-
 static cudaDataType cuda_type(qt_dtype t) { return t == QT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 /* Row-major C (M,N) = alpha op(A) op(B) + beta C over `batch` strided problems.
@@ -36,7 +33,7 @@ qt_status qt_cuda_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 
 
 static qt_status matmul_fwd(qt_ctx *ctx, qt_node *n) {
-    mm_dims d = dims_of(n);
+    qt_matmul_attrs d = n->a.matmul; /* as the CPU kernel reads them */
     qt_dtype t = n->in[0]->dtype;
     if (n->in[1]->dtype != t)
         return QT_ERROR(QT_EDTYPE, "cuda matmul: operands are %s and %s (cast one)",
@@ -52,7 +49,7 @@ static qt_status matmul_fwd(qt_ctx *ctx, qt_node *n) {
 }
 
 static qt_status matmul_bwd(qt_ctx *ctx, qt_node *n) {
-    mm_dims d = dims_of(n);
+    qt_matmul_attrs d = n->a.matmul; /* as the CPU kernel reads them */
     qt_dtype t = n->in[0]->dtype;
     const void *A = n->in[0]->data, *B = n->in[1]->data;
     const void *dC = n->out->grad;

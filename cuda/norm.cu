@@ -131,7 +131,7 @@ static qt_status rmsnorm_fwd(qt_ctx *ctx, qt_node *n) {
     float *rs = (float *)qt_cuda_scratch(ctx, n, (size_t)R * sizeof(float));
     if (!rs) return ctx->status;
     n->saved = rs;
-    float eps = n->a.f[0];
+    float eps = n->a.norm.eps;
     QT_DISPATCH_FLOAT(x->dtype, T, QT_DISPATCH_FLOAT(w->dtype, Wt, {
         rms_fwd_kernel<T, Wt><<<(unsigned)R, NORM_THREADS>>>(
             (const T *)x->data, (const Wt *)w->data, (T *)n->out->data, rs, D, eps);
@@ -215,13 +215,13 @@ __global__ void ln_bwd_dx_kernel(const T *x, const W *w, const float *dy, const 
 
 static qt_status layernorm_fwd(qt_ctx *ctx, qt_node *n) {
     const qt_tensor *x = n->in[0], *w = n->in[1];
-    const qt_tensor *b = n->a.i[0] ? n->in[2] : NULL;
+    const qt_tensor *b = n->a.norm.has_bias ? n->in[2] : NULL;
     int64_t D = qt_dim(x, -1), R = qt_rows(x);
     if (R == 0) return QT_OK;
     float *rs = (float *)qt_cuda_scratch(ctx, n, 2 * (size_t)R * sizeof(float));
     if (!rs) return ctx->status;
     n->saved = rs;
-    float *mus = rs + R, eps = n->a.f[0];
+    float *mus = rs + R, eps = n->a.norm.eps;
     /* without a bias the B type is a placeholder (f32) and the pointer NULL */
     qt_dtype bdt = b ? b->dtype : QT_F32;
     const void *bdata = b ? b->data : NULL;
@@ -240,7 +240,7 @@ static qt_status layernorm_bwd(qt_ctx *ctx, qt_node *n) {
     if (R == 0) return QT_OK;
     const float *dY = n->out->grad, *rs = (const float *)n->saved, *mus = rs + R;
     float *dX = n->in[0]->grad, *dW = n->in[1]->grad;
-    float *dB = n->a.i[0] ? n->in[2]->grad : NULL;
+    float *dB = n->a.norm.has_bias ? n->in[2]->grad : NULL;
     QT_DISPATCH_FLOAT(x->dtype, T, {
         if (dX) {
             QT_DISPATCH_FLOAT(w->dtype, Wt, {

@@ -53,8 +53,8 @@ __global__ void reduce_bwd_kernel(const float *dy, float *dx, int64_t len, int64
 }
 
 static qt_status reduce_fwd(qt_ctx *ctx, qt_node *n) {
-    int64_t pre = n->a.i[0], len = n->a.i[1], post = n->a.i[2];
-    float mul = n->a.f[0];
+    int64_t pre = n->a.reduce.pre, len = n->a.reduce.len, post = n->a.reduce.post;
+    float mul = n->a.reduce.mul;
     int64_t M = pre * post;
     if (M == 0) return QT_OK;
     const qt_tensor *x = n->in[0];
@@ -76,11 +76,11 @@ static qt_status reduce_fwd(qt_ctx *ctx, qt_node *n) {
 static qt_status reduce_bwd(qt_ctx *ctx, qt_node *n) {
     float *dx = n->in[0]->grad;
     if (!dx) return QT_OK;
-    int64_t pre = n->a.i[0], len = n->a.i[1], post = n->a.i[2];
+    int64_t pre = n->a.reduce.pre, len = n->a.reduce.len, post = n->a.reduce.post;
     int64_t total = pre * len * post;
     if (total == 0) return QT_OK;
     reduce_bwd_kernel<<<qt_blocks(total, RED_THREADS), RED_THREADS>>>(n->out->grad, dx, len,
-                                                                      post, total, n->a.f[0]);
+                                                                      post, total, n->a.reduce.mul);
     QT_CUDA_LAUNCHED();
     return QT_OK;
 }

@@ -53,8 +53,8 @@ static qt_status rope_ensure_table(qt_ctx *ctx, qt_node *n, int64_t T, int64_t D
     int64_t h = D / 2;
     float *tab = (float *)qt_cuda_scratch(ctx, n, 2 * (size_t)(T * h) * sizeof(float) + 4);
     if (!tab) return ctx->status;
-    rope_table_kernel<<<qt_blocks(T * h, ROPE_THREADS), ROPE_THREADS>>>(tab, T, D, n->a.f[0],
-                                                                         n->a.i[0]);
+    rope_table_kernel<<<qt_blocks(T * h, ROPE_THREADS), ROPE_THREADS>>>(
+        tab, T, D, n->a.rope.theta, n->a.rope.pos0);
     QT_CUDA_LAUNCHED();
     n->saved = tab;
     return QT_OK;
