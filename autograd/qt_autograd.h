@@ -67,6 +67,19 @@ qt_status qt_error_set(qt_status s, const char *file, int line, const char *fmt,
 void qt_error_clear(void);
 #define QT_ERROR(s, ...) qt_error_set((s), __FILE__, __LINE__, __VA_ARGS__)
 
+/* ------------------------------------------------------------------- log ---- */
+
+/* Libraries do not print: what they have to say beyond a status (a note about an input,
+ * a step of a long job) goes to one process-wide callback that the program installs
+ * (the qtrain CLI prints it). No callback installed: messages are dropped. */
+typedef enum { QT_LOG_DEBUG, QT_LOG_INFO, QT_LOG_WARN, QT_LOG_ERROR } qt_log_level;
+/* msg is one message without a trailing newline, valid during the call only. */
+typedef void (*qt_log_fn)(void *user, qt_log_level level, const char *msg);
+/* Installs fn (NULL: silent) for every thread; set it once, before the work starts. */
+void qt_log_set(qt_log_fn fn, void *user);
+/* Formats a message (up to 2 KiB) and hands it to the callback, if any. */
+void qt_log(qt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ----------------------------------------------------------------- dtypes ---- */
 
 typedef enum {

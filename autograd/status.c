@@ -1,6 +1,7 @@
 /*
  * status.c - status codes (generated from QT_STATUS_LIST) and the thread-local error
- * message that library code leaves for the caller: "file.c:LINE: what, expected vs got".
+ * message that library code leaves for the caller: "file.c:LINE: what, expected vs got";
+ * and the process-wide log callback through which libraries report without printing.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,4 +41,22 @@ qt_status qt_error_set(qt_status s, const char *file, int line, const char *fmt,
     va_end(ap);
     memcpy(last_error, buf, sizeof buf);
     return s;
+}
+
+static qt_log_fn log_fn;
+static void *log_user;
+
+void qt_log_set(qt_log_fn fn, void *user) {
+    log_fn = fn;
+    log_user = user;
+}
+
+void qt_log(qt_log_level level, const char *fmt, ...) {
+    if (!log_fn) return;
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    log_fn(log_user, level, buf);
 }

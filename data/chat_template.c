@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -77,19 +78,11 @@ static qt_status config_template(const cJSON *ct, const char *path, char **text)
 }
 
 static qt_status read_config_template(const char *path, char **text) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_OK; /* no tokenizer_config.json: no template */
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!buf || got != (size_t)n) {
-        free(buf);
-        return QT_ERROR(QT_EIO, "%s: cannot read", path);
-    }
-    buf[n] = 0;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return QT_OK; /* no tokenizer_config.json: no template */
+    char *buf = NULL;
+    qt_status rst = qt_read_text_file(path, &buf);
+    if (rst != QT_OK) return rst;
     cJSON *o = cJSON_Parse(buf);
     free(buf);
     if (!cJSON_IsObject(o)) {

@@ -77,29 +77,6 @@ static qt_status push_end(stream *s, const qt_tokenizer *tok, const char *where)
     return stream_push(s, &e, 1, 1) ? QT_OK : QT_ERROR(QT_ENOMEM, "%s: out of memory", where);
 }
 
-static qt_status read_file(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open training data: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return QT_ERROR(QT_EIO, "%s: not a regular file", path);
-    }
-    *buf = malloc((size_t)sb.st_size + 1);
-    if (!*buf) {
-        fclose(f);
-        return QT_ERROR(QT_ENOMEM, "%s: cannot hold %lld bytes", path, (long long)sb.st_size);
-    }
-    *len = fread(*buf, 1, (size_t)sb.st_size, f);
-    fclose(f);
-    if (*len != (size_t)sb.st_size) {
-        free(*buf);
-        return QT_ERROR(QT_EIO, "%s: short read", path);
-    }
-    (*buf)[*len] = 0;
-    return QT_OK;
-}
-
 /* One prompt/response record through a chat template: the rendered text's ids exactly
  * (special tokens parsed, nothing added). The prompt part is the longest common prefix of
  * the prompt's ids and the whole record's (a BPE merge across the boundary, such as a
@@ -293,7 +270,8 @@ qt_status qt_dataset_open(qt_dataset *ds, const qt_dataset_config *cfg) {
     } else {
         char *buf = NULL;
         size_t len = 0;
-        st = read_file(path, &buf, &len);
+        if (!S_ISREG(sb.st_mode)) return QT_ERROR(QT_EIO, "%s: not a regular file", path);
+        st = qt_read_file(path, 0, &buf, &len);
         if (st != QT_OK) return st;
         if (fmt == QT_DATA_JSONL) st = tokenize_jsonl(&s, cfg->tok, cfg->chat, path, buf, len);
         else st = push_text(&s, cfg->tok, buf, len, QT_TOK_ADD_SPECIAL, 1, path);

@@ -10,7 +10,6 @@
  * Sequence of those, decoder ByteLevel or null. Everything else is QT_ENOTSUP naming the file and the
  * field, never a silent approximation: ids that differ from HF's are worse than none.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,31 +18,6 @@
 
 #include "qt_data.h"
 #include "tokenizer_internal.h"
-
-static qt_status read_file(const char *path, char **buf, size_t *len) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open: %s", path, strerror(errno));
-    qt_status st = QT_OK;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = QT_ERROR(QT_EIO, "%s: cannot seek: %s", path, strerror(errno));
-    } else if (!(*buf = malloc((size_t)n + 1))) {
-        st = QT_ERROR(QT_ENOMEM, "%s: %ld bytes", path, n);
-    } else if (fread(*buf, 1, (size_t)n, f) != (size_t)n) {
-        st = QT_ERROR(QT_EIO, "%s: short read of %ld bytes", path, n);
-    }
-    fclose(f);
-    if (st) {
-        free(*buf);
-        *buf = NULL;
-        return st;
-    }
-    (*buf)[n] = 0;
-    *len = (size_t)n;
-    return QT_OK;
-}
 
 /* "type" of a JSON object, or NULL. */
 static const char *type_of(const cJSON *o) {
@@ -344,7 +318,7 @@ qt_status qt_tokenizer_load_json(const char *path, qt_tokenizer **out) {
     if (!path) return QT_ERROR(QT_EINVAL, "tokenizer_load_json: NULL path");
     char *buf;
     size_t len = 0;
-    qt_status st = read_file(path, &buf, &len);
+    qt_status st = qt_read_file(path, 0, &buf, &len);
     if (st) return st;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, false);

@@ -151,13 +151,6 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 
 static void rm_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-static char *join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 static qt_status write_bytes(const char *path, const void *data, size_t n) {
     qt_atomic_file f;
     qt_atomic_file_open(&f, path);
@@ -166,7 +159,7 @@ static qt_status write_bytes(const char *path, const void *data, size_t n) {
 }
 
 static qt_status write_json(const char *dir, const char *name, const cJSON *j) {
-    char *text = cJSON_Print(j), *path = join(dir, name);
+    char *text = cJSON_Print(j), *path = qt_path_join(dir, name);
     qt_status s = text && path ? write_bytes(path, text, strlen(text))
                                : QT_ERROR(QT_ENOMEM, "export: out of memory writing %s", name);
     cJSON_free(text);
@@ -175,26 +168,9 @@ static qt_status write_json(const char *dir, const char *name, const cJSON *j) {
 }
 
 static qt_status copy_file(const char *src, const char *dst) {
-    FILE *f = fopen(src, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "export: cannot open %s: %s", src, strerror(errno));
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    qt_status s = QT_OK;
-    for (;;) {
-        if (len + 65536 > cap) {
-            char *nb = realloc(buf, cap = cap ? 2 * cap : 1 << 20);
-            if (!nb) {
-                s = QT_ERROR(QT_ENOMEM, "export: out of memory reading %s", src);
-                break;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, 65536, f);
-        len += got;
-        if (got < 65536) break;
-    }
-    if (s == QT_OK && ferror(f)) s = QT_ERROR(QT_EIO, "export: read error on %s", src);
-    fclose(f);
+    size_t len = 0;
+    qt_status s = qt_read_file(src, 0, &buf, &len);
     if (s == QT_OK) s = write_bytes(dst, buf, len);
     free(buf);
     return s;
@@ -223,7 +199,7 @@ static qt_status fill_dir(const qt_qmodel *qm, const qt_export_opts *o, const ch
             meta[nm++] = keys[i];
             meta[nm++] = vals[i];
         }
-    char *stpath = join(tmp, "model.safetensors");
+    char *stpath = qt_path_join(tmp, "model.safetensors");
     if (!stpath) return QT_ERROR(QT_ENOMEM, "export: out of memory");
     qt_status s = qt_safetensors_write_ex(stpath, x->t, x->n, meta, nm / 2, x->dtype_names);
     free(stpath);
@@ -252,7 +228,7 @@ static qt_status fill_dir(const qt_qmodel *qm, const qt_export_opts *o, const ch
     cJSON_Delete(cfg);
     for (int i = 0; i < n_extras && s == QT_OK; i++) s = write_json(tmp, extras[i].name, extras[i].json);
     if (s == QT_OK && o->tokenizer_json) {
-        char *dst = join(tmp, "tokenizer.json");
+        char *dst = qt_path_join(tmp, "tokenizer.json");
         s = dst ? copy_file(o->tokenizer_json, dst) : QT_ERROR(QT_ENOMEM, "export: out of memory");
         free(dst);
     }
@@ -293,14 +269,11 @@ static bool replaceable(const char *dir) {
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         ok = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
         if (ok && !strcmp(e->d_name, "config.json")) {
-            FILE *f = fopen(path, "rb");
-            char buf[1 << 16];
-            size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-            if (f) fclose(f);
-            buf[n] = 0;
-            cJSON *j = cJSON_Parse(buf);
+            char *buf = NULL;
+            cJSON *j = qt_read_text_file(path, &buf) == QT_OK ? cJSON_Parse(buf) : NULL;
             has_config = j && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "qtrain"));
             cJSON_Delete(j);
+            free(buf);
         }
     }
     bool empty = true;

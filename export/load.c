@@ -38,13 +38,6 @@ typedef struct {
     bool gptq_v2;
 } lctx;
 
-static char *join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 static qt_status read_json(const char *path, cJSON **out) {
     *out = NULL;
     char *buf = NULL;
@@ -436,7 +429,7 @@ static qt_status load_quantized(qt_model *m, const char *dir, const char *cpath,
     c.cpath = cpath;
     qt_status s = pick_kind(qc, cpath, &c);
     if (s) return s;
-    char *file = join(dir, "model.safetensors");
+    char *file = qt_path_join(dir, "model.safetensors");
     if (!file) return QT_ERROR(QT_ENOMEM, "%s: out of memory", dir);
     c.file = file;
     struct stat sb;
@@ -485,7 +478,7 @@ qt_status qt_export_load(qt_model *m, const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) return QT_ERROR(QT_EIO, "%s: cannot open: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return qt_model_load_gguf(m, path);
-    char *cpath = join(path, "config.json");
+    char *cpath = qt_path_join(path, "config.json");
     if (!cpath) return QT_ERROR(QT_ENOMEM, "%s: out of memory", path);
     cJSON *cfg = NULL;
     qt_status s = read_json(cpath, &cfg);

@@ -14,7 +14,6 @@
  *     surfaces;
  *   - the directory fsync is best effort and its failure is not reported: the file is
  *     complete and in place by then, and some filesystems refuse fsync on a directory.
- * Also the reading side's one helper for small files (qt_read_text_file).
  */
 #include "qt_formats.h"
 
@@ -159,41 +158,4 @@ void qt_atomic_file_abort(qt_atomic_file *f) {
         unlink(f->tmp);
     }
     qt_af_release(f);
-}
-
-qt_status qt_read_text_file(const char *path, char **out) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return QT_ERROR(QT_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > ((size_t)64 << 20)) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_EFORMAT, "%s: larger than 64 MiB, not a config file", path);
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return QT_ERROR(QT_ENOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, 4096, f);
-        len += got;
-        if (got < 4096) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return QT_ERROR(QT_EIO, "%s: read error", path);
-    }
-    buf[len] = 0;
-    *out = buf;
-    return QT_OK;
 }

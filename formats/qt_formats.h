@@ -307,13 +307,25 @@ typedef struct qt_atomic_file {
 } qt_atomic_file;
 
 qt_status qt_atomic_file_open(qt_atomic_file *f, const char *path);
-/* Reads a whole small file (a config.json, a tokenizer) into a malloc'd NUL-terminated
- * buffer; files above 64 MiB are QT_EFORMAT. Errors name the path. */
-qt_status qt_read_text_file(const char *path, char **out);
 qt_status qt_atomic_file_write(qt_atomic_file *f, const void *buf, size_t n);
 /* On success the file is at path; on failure as abort. Either way f owns nothing after. */
 qt_status qt_atomic_file_commit(qt_atomic_file *f);
 void qt_atomic_file_abort(qt_atomic_file *f);
+
+/* ------------------------------------------------------------------ files ---- */
+
+/* The one reader of whole files (files.c): a malloc'd buffer with a NUL after its
+ * *len bytes (len may be NULL). max_bytes 0 reads any size; a larger file than a
+ * non-zero max_bytes is QT_EFORMAT. Errors name the path (QT_EIO with the errno text). */
+qt_status qt_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
+/* A small file (a config.json, a tokenizer): qt_read_file with a 64 MiB cap. */
+qt_status qt_read_text_file(const char *path, char **out);
+/* "<dir>/<name>", malloc'd; NULL when out of memory. */
+char *qt_path_join(const char *dir, const char *name);
+/* mkdir -p: the directory path and its missing parents (existing ones are fine). */
+qt_status qt_make_dirs(const char *path);
+/* mkdir -p of path's parent directory (a file is about to be written or renamed there). */
+qt_status qt_make_parent_dirs(const char *path);
 
 #ifdef __cplusplus
 }

@@ -23,13 +23,6 @@
 
 /* ------------------------------------------------------------- small helpers ---- */
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool is_file(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -65,8 +58,8 @@ static void wsrc_close(wsrc *w) {
 static qt_status wsrc_open(wsrc *w, const char *dir) {
     memset(w, 0, sizeof *w);
     w->files = calloc(1, sizeof *w->files);
-    char *single = path_join(dir, "model.safetensors");
-    w->index_path = path_join(dir, "model.safetensors.index.json");
+    char *single = qt_path_join(dir, "model.safetensors");
+    w->index_path = qt_path_join(dir, "model.safetensors.index.json");
     if (!w->files || !single || !w->index_path) {
         free(single);
         return QT_ERROR(QT_ENOMEM, "%s: out of memory", dir);
@@ -110,7 +103,7 @@ static qt_status wsrc_open(wsrc *w, const char *dir) {
         char **nf = realloc(w->files, (size_t)(w->nfiles + 1) * sizeof *nf);
         if (!nf) return QT_ERROR(QT_ENOMEM, "%s: out of memory", w->index_path);
         w->files = nf;
-        if (!(w->files[w->nfiles] = path_join(dir, f)))
+        if (!(w->files[w->nfiles] = qt_path_join(dir, f)))
             return QT_ERROR(QT_ENOMEM, "%s: out of memory", w->index_path);
         w->nfiles++;
     }
@@ -253,7 +246,7 @@ static qt_status load_weights(qt_paramset *ps, wsrc *w, const char *dir, const c
 qt_status qt_model_load_hf(qt_model *m, const char *dir) {
     memset(m, 0, sizeof *m);
     if (!dir) return QT_ERROR(QT_EINVAL, "qt_model_load_hf: dir is NULL");
-    char *cpath = path_join(dir, "config.json");
+    char *cpath = qt_path_join(dir, "config.json");
     if (!cpath) return QT_ERROR(QT_ENOMEM, "%s: out of memory", dir);
     qt_hf_config hc;
     wsrc w = {0};
@@ -384,8 +377,8 @@ static qt_status save_hf(const char *dir, cJSON *config, const qt_paramset *ps, 
         goto done;
     }
     target = exists ? (char *)dir : tmpdir;
-    stpath = path_join(target, "model.safetensors");
-    cpath = path_join(target, "config.json");
+    stpath = qt_path_join(target, "model.safetensors");
+    cpath = qt_path_join(target, "config.json");
     if (!stpath || !cpath) {
         s = QT_ERROR(QT_ENOMEM, "%s: out of memory", dir);
     } else {

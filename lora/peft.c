@@ -49,14 +49,6 @@ static const char *const LINEAR_NAMES[7] = {"self_attn.q_proj", "self_attn.k_pro
                                             "mlp.gate_proj",    "mlp.up_proj",
                                             "mlp.down_proj"};
 
-/* "<a>/<b>", malloc'd; NULL when out of memory. */
-static char *join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 static const char *short_of(const char *module) {
     const char *d = strrchr(module, '.');
     return d ? d + 1 : module;
@@ -83,7 +75,7 @@ static bool replaceable(const char *dir) {
     while (ok && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         empty = false;
-        char *path = join(dir, e->d_name);
+        char *path = qt_path_join(dir, e->d_name);
         struct stat sb;
         ok = path && lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
         if (ok && !strcmp(e->d_name, PEFT_CONFIG)) {
@@ -201,7 +193,7 @@ static qt_status fill_dir(const qt_lora *l, const char *tmp, const char *base_na
     }
     if (s == QT_OK) {
         const char *meta[2] = {"format", "pt"};
-        char *path = join(tmp, PEFT_WEIGHTS);
+        char *path = qt_path_join(tmp, PEFT_WEIGHTS);
         s = path ? qt_safetensors_write(path, t, 2 * l->n, meta, 1)
                  : QT_ERROR(QT_ENOMEM, "lora: out of memory saving");
         free(path);
@@ -214,7 +206,7 @@ static qt_status fill_dir(const qt_lora *l, const char *tmp, const char *base_na
     cJSON *j = config_json(l, base_name);
     char *text = j ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
-    char *path = join(tmp, PEFT_CONFIG);
+    char *path = qt_path_join(tmp, PEFT_CONFIG);
     if (!text || !path) {
         cJSON_free(text);
         free(path);
@@ -429,7 +421,7 @@ static qt_status select_modules(peft_cfg *c, const qt_model *m, const cJSON *j, 
 static qt_status parse_config(peft_cfg *c, const qt_model *m, const char *path);
 
 static qt_status read_config(peft_cfg *c, const qt_model *m, const char *dir) {
-    char *path = join(dir, PEFT_CONFIG);
+    char *path = qt_path_join(dir, PEFT_CONFIG);
     if (!path) return QT_ERROR(QT_ENOMEM, "lora: out of memory");
     qt_status s = parse_config(c, m, path);
     free(path);
@@ -538,7 +530,7 @@ static qt_status put(qt_paramset *ps, qt_tensor *p, const qt_st_tensor *t, const
 static qt_status read_weights_file(qt_lora *l, const char *path);
 
 static qt_status read_weights(qt_lora *l, const char *dir) {
-    char *path = join(dir, PEFT_WEIGHTS);
+    char *path = qt_path_join(dir, PEFT_WEIGHTS);
     if (!path) return QT_ERROR(QT_ENOMEM, "lora: out of memory");
     qt_status s = read_weights_file(l, path);
     free(path);
