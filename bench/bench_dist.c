@@ -32,7 +32,7 @@
 #include "qt_data.h"
 #include "qt_dist.h"
 #include "qt_layers.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 
 /* Bytes sent through the loopback interface so far (Linux /proc/net/dev, "lo"). Ranks on
  * one machine that talk TCP (Open MPI's --mca btl self,tcp) send every byte there, with
@@ -60,7 +60,10 @@ static double loopback_tx(void) {
 
 static int fail(qt_dist *d, const char *what) {
     fprintf(stderr, "bench_dist: rank %d: %s: %s\n", d->rank, what, qt_error_message());
-    qt_dist_abort(d, 1);
+    fflush(stderr);
+    qt_dist_abort(d, 1); /* ends every rank; returns in a single process */
+    qt_dist_finalize(d);
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -94,27 +97,27 @@ int main(int argc, char **argv) {
     qt_set_num_threads(threads);
     const int seq = 128, warm = 3;
     qt_dataset ds;
-    if (qt_dataset_open_bytes(&ds, data, seq, 0.02f, 1337) != QT_OK) fail(&d, "data");
-    if (d.world > 1 && qt_dataset_shard(&ds, d.rank, d.world) != QT_OK) fail(&d, "shard");
+    if (qt_dataset_open_bytes(&ds, data, seq, 0.02f, 1337) != QT_OK) return fail(&d, "data");
+    if (d.world > 1 && qt_dataset_shard(&ds, d.rank, d.world) != QT_OK) return fail(&d, "shard");
     qt_llama_config lc = {.vocab_size = 256, .dim = 128, .n_layers = 4, .n_heads = 4,
                           .n_kv_heads = 2, .ffn_dim = 384, .max_seq_len = 256,
                           .rope_theta = 10000.0f, .norm_eps = 1e-5f};
     qt_model m = {.arch = QT_ARCH_LLAMA};
-    if (qt_llama_init(&m.llama, &lc, 1337) != QT_OK) fail(&d, "model");
+    if (qt_llama_init(&m.llama, &lc, 1337) != QT_OK) return fail(&d, "model");
     qt_paramset *ps = qt_model_params(&m);
     qt_adamw opt;
     qt_adamw_config oc = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                           .weight_decay = 0.1f};
-    if (qt_adamw_init(&opt, ps, oc) != QT_OK) fail(&d, "adamw");
+    if (qt_adamw_init(&opt, ps, oc) != QT_OK) return fail(&d, "adamw");
     qt_dist_grads *g = NULL;
     qt_dist_grads_config gc = {.bucket_bytes = (size_t)(bucket_mb * 1048576.0), .overlap = overlap};
-    if (d.world > 1 && qt_dist_grads_new(&d, &ps, 1, &gc, &g) != QT_OK) fail(&d, "grads");
+    if (d.world > 1 && qt_dist_grads_new(&d, &ps, 1, &gc, &g) != QT_OK) return fail(&d, "grads");
     qt_ctx *ctx = qt_ctx_new();
     int32_t *ids = malloc((size_t)batch * seq * sizeof(int32_t));
     int32_t *tgt = malloc((size_t)batch * seq * sizeof(int32_t));
     double *step_s = calloc((size_t)steps, sizeof(double));
     double *wait_s = calloc((size_t)steps, sizeof(double));
-    if (!ctx || !ids || !tgt || !step_s || !wait_s) fail(&d, "out of memory");
+    if (!ctx || !ids || !tgt || !step_s || !wait_s) return fail(&d, "out of memory");
     int64_t shape[2] = {batch, seq};
     double bytes0 = 0, tx0 = 0;
     long calls0 = 0;
@@ -131,12 +134,12 @@ int main(int argc, char **argv) {
         qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);
         qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, &m, x), y, -100);
         if (g) qt_dist_grads_arm(g, ctx);
-        if (!l || qt_backward(ctx, l) != QT_OK) fail(&d, "step");
-        if (g && qt_dist_grads_finish(g, ctx) != QT_OK) fail(&d, "all-reduce");
+        if (!l || qt_backward(ctx, l) != QT_OK) return fail(&d, "step");
+        if (g && qt_dist_grads_finish(g, ctx) != QT_OK) return fail(&d, "all-reduce");
         double sq;
         qt_grad_sumsq(ps, &sq);
         if (sqrt(sq) > 1.0) qt_grad_scale(ps, (float)(1.0 / sqrt(sq)));
-        if (qt_adamw_step(&opt, ps, 2e-3f) != QT_OK) fail(&d, "adamw");
+        if (qt_adamw_step(&opt, ps, 2e-3f) != QT_OK) return fail(&d, "adamw");
         qt_paramset_zero_grad(ps);
         if (s >= 0) {
             step_s[s] = bench_now_s() - t0;

@@ -17,7 +17,7 @@
 
 #include "lora_internal.h"
 #include "bench_util.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 
 
 /* resident memory of this process, bytes (/proc/self/statm) */

@@ -16,7 +16,7 @@
 #include "qt_layers.h"
 #include "qt_qat.h"
 #include "bench_util.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 
 
 

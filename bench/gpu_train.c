@@ -26,7 +26,7 @@
 #include "qt_cuda.h"
 #include "qt_layers.h"
 #include "qt_qat.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 
 static double now_s(void) {
     struct timespec ts;

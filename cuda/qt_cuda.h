@@ -44,7 +44,7 @@ void qt_cuda_set_attention_chunk(int64_t rows);
 /* Device memory in use now (all of this process's and the driver's), bytes. */
 size_t qt_cuda_used_bytes(void);
 
-/* One AdamW step on a flat range, the update of train/adamw.c (torch.optim.AdamW):
+/* One AdamW step on a flat range, the update of optim/adamw.c (torch.optim.AdamW):
  * p *= decay; m += (g - m) b1c; v = v b2 + b2c g^2; p -= step (m / (sqrt(v)/bc2_sqrt + eps)). */
 qt_status qt_cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay,
                         float b1c, float b2, float b2c, float eps, float step_size,

@@ -4,7 +4,7 @@
 if(TARGET qt_cuda)
   qt_test(test_cuda_ops LABEL cuda SOURCES gpu/test_cuda_ops.c LIBS qt_cuda qt_autograd)
   qt_test(test_cuda_model LABEL cuda SOURCES gpu/test_cuda_model.c
-          LIBS qt_train qt_layers qt_cuda qt_autograd)
+          LIBS qt_optim qt_layers qt_cuda qt_autograd)
   set_tests_properties(test_cuda_ops test_cuda_model PROPERTIES SKIP_RETURN_CODE 77)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_cuda_quant.c)
     qt_test(test_cuda_quant LABEL cuda SOURCES gpu/test_cuda_quant.c

@@ -15,9 +15,8 @@ set_tests_properties(test_export_gguf_py PROPERTIES LABELS export TIMEOUT 600)
 if(TARGET qtrain AND TARGET qt_train)
   add_executable(gguf_export_tool gguf_export_tool.c)
   target_compile_options(gguf_export_tool PRIVATE ${QT_WARN})
-  target_include_directories(gguf_export_tool PRIVATE ${CMAKE_SOURCE_DIR}/train)
-  target_link_libraries(gguf_export_tool PRIVATE qt_export qt_train qt_ptq qt_data qt_layers
-                        qt_formats qt_autograd)
+  target_link_libraries(gguf_export_tool PRIVATE qt_train qt_optim qt_export qt_ptq qt_data
+                        qt_layers qt_formats qt_autograd)
   add_test(NAME test_export_llamacpp
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_export_llamacpp.sh
                    $<TARGET_FILE:gguf_export_tool> $<TARGET_FILE:qtrain>

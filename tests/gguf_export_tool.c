@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "qt_export.h"
+#include "qt_optim.h"
 #include "qt_train.h"
 
 #define SEQ 64
@@ -72,35 +73,18 @@ static int train(qt_model *m, const unsigned char *text, long n, int steps) {
 }
 
 /* Perplexity of m on text by non-overlapping windows of ctxlen tokens: window k feeds
- * [k*ctxlen, k*ctxlen + L) and scores the token after each (train/cmd_model.c). */
+ * [k*ctxlen, k*ctxlen + L) and scores the token after each (qt_eval_perplexity with
+ * stride = context, the windows of `qtrain eval --context N --stride N`). */
 static int perplexity(qt_model *m, const unsigned char *text, long n, long ctxlen, double *ppl) {
-    qt_ctx *ctx = qt_ctx_new();
-    qt_ctx_set_grad_enabled(ctx, false);
-    int32_t *ids = malloc((size_t)ctxlen * sizeof *ids), *tg = malloc((size_t)ctxlen * sizeof *tg);
-    double nll = 0;
-    long count = 0;
-    int rc = 0;
-    for (long begin = 0; begin < n - 1 && !rc; begin += ctxlen) {
-        long end = begin + ctxlen + 1 < n ? begin + ctxlen + 1 : n, L = end - begin - 1;
-        for (long j = 0; j < L; j++) ids[j] = text[begin + j], tg[j] = text[begin + j + 1];
-        qt_ctx_reset(ctx);
-        int64_t shape[2] = {1, L};
-        qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
-        qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tg);
-        qt_tensor *l = qt_cross_entropy(ctx, qt_model_forward(ctx, m, x), y, -100);
-        if (!l) {
-            fprintf(stderr, "gguf_export_tool: eval: %s\n", qt_ctx_error(ctx));
-            rc = 1;
-            break;
-        }
-        nll += (double)((float *)l->data)[0] * (double)L;
-        count += L;
-        if (end == n) break;
-    }
-    *ppl = exp(nll / (double)count);
-    free(ids), free(tg);
-    qt_ctx_free(ctx);
-    return rc;
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) return fail("eval");
+    for (long i = 0; i < n; i++) ids[i] = text[i];
+    qt_ppl_result r;
+    qt_status st = qt_eval_perplexity(m, ids, n, ctxlen, ctxlen, &r);
+    free(ids);
+    if (st != QT_OK) return fail("eval");
+    *ppl = r.ppl;
+    return 0;
 }
 
 static long read_file(const char *path, unsigned char *buf, long cap) {

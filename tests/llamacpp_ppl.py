@@ -7,7 +7,7 @@ after checking that:
   - the bytes tokenizer (tokenizer.ggml.model gpt2, 256 byte tokens, no merges) gives
     ids equal to the text's bytes, and detokenizing them gives the text back;
 The perplexity is that of `qtrain eval MODEL --data TEXT --context N --stride N`
-(train/cmd_model.c perplexity()): non-overlapping windows, window k feeds tokens
+(train/eval.c qt_eval_perplexity()): non-overlapping windows, window k feeds tokens
 [kN, kN + N) and scores the next token at each position, the last window shorter;
 negative log-likelihoods from llama.cpp's logits (log-softmax in float64) averaged over
 every scored token. Exits non-zero on any failure, including llama_cpp not importable."""

@@ -1,4 +1,4 @@
-# ctest -L mpi: data parallel training under mpirun (train/dist.c), with Open MPI from
+# ctest -L mpi: data parallel training under mpirun (dist/dist.c), with Open MPI from
 # Debian; registered whenever the build has MPI (.ci/run sets QT_MPI=ON, so CI has it)
 if(QT_MPI_ENABLED)
   find_package(HDF5 REQUIRED COMPONENTS C)

@@ -8,7 +8,7 @@
 
 #include "qt_autograd.h"
 #include "qt_layers.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 #include "testutil.h"
 
 static qt_tensor *randn(qt_ctx *ctx, int ndim, const int64_t *shape, uint64_t seed) {

@@ -13,7 +13,7 @@
 
 #include "lora_internal.h"
 #include "qt_quant.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 #include "testutil.h"
 
 static const qt_llama_config CFG = {.vocab_size = 48, .dim = 64, .n_layers = 2, .n_heads = 4,

@@ -8,8 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "loop.h"
-#include "recipe.h"
+#include "qt_train.h"
 #include "testutil.h"
 
 static char dir[] = "/tmp/qt_test_train_XXXXXX";

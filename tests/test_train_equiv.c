@@ -25,7 +25,7 @@
 #include "qt_autograd.h"
 #include "qt_formats.h"
 #include "qt_layers.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 #include "testutil.h"
 
 #define REL_TOL 1e-4

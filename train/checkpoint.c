@@ -1,7 +1,19 @@
 /*
- * checkpoint.c - HDF5 checkpoints (see checkpoint.h for the layout). Every HDF5 call is
- * checked; the library's own error printing is switched off so that failures come back
- * as statuses naming the file and the object.
+ * checkpoint.c - training checkpoints in HDF5. Every HDF5 call is checked; the
+ * library's own error printing is switched off so that failures come back as statuses
+ * naming the file and the object.
+ *
+ * Layout of a checkpoint file:
+ *   /params/<name>      f32, the parameter's shape (HF names: model.layers.0...)
+ *   /optimizer/m, /v    f32 (n), AdamW moments in the paramset's grad layout (a LoRA
+ *                       run's frozen model: n = 0)
+ *   /buffers/<name>     f32, a second paramset: QAT's own parameters (static activation
+ *                       observers, learned scales) or LoRA's adapters; optional
+ *   /buffers_optimizer/m, /v   AdamW moments of the trained ones; optional
+ *   root attributes     format ("qtrain-checkpoint"), version, step, adam_step,
+ *                       data_epoch, data_pos, seed, recipe (the resolved YAML)
+ * The random state needs no field: every draw is a function of (seed, counter) and the
+ * counters derive from the step and the data position.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +22,7 @@
 
 #include <hdf5.h>
 
-#include "checkpoint.h"
+#include "train_internal.h"
 
 #define QT_CKPT_FORMAT "qtrain-checkpoint"
 #define QT_CKPT_VERSION 1

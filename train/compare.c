@@ -2,18 +2,14 @@
  * compare.c - the parity report: perplexity of a reference and a candidate model on the
  * same windows, the KL divergence of the candidate's next-token distribution from the
  * reference's (llama.cpp's `perplexity --kl-divergence` reports the same statistic), and
- * how often their top-1 tokens agree. Log-softmax in double.
+ * how often their top-1 tokens agree, over the windows of `qtrain eval` (qt_ppl_windows).
+ * Log-softmax in double. The report's line is the CLI's to print.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "compare.h"
-
-static int64_t vocab_of(const qt_model *m) {
-    return m->arch == QT_ARCH_GPT2 ? m->gpt2.cfg.vocab_size : m->llama.cfg.vocab_size;
-}
+#include "train_internal.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -36,10 +32,10 @@ static int64_t log_softmax(const float *z, int64_t V, double *lp) {
 qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, long n,
                             long ctxlen, long stride, qt_compare_result *out) {
     memset(out, 0, sizeof *out);
-    const int64_t V = vocab_of(ref);
-    if (vocab_of(cand) != V)
+    const int64_t V = qt_model_vocab(ref);
+    if (qt_model_vocab(cand) != V)
         return QT_ERROR(QT_EINVAL, "compare: the vocabularies differ (%lld vs %lld)", (long long)V,
-                        (long long)vocab_of(cand));
+                        (long long)qt_model_vocab(cand));
     if (ctxlen < 1 || stride < 1 || stride > ctxlen || n < 2)
         return QT_ERROR(QT_EINVAL, "compare: needs context >= stride >= 1 and >= 2 tokens");
     for (long i = 0; i < n; i++)
@@ -58,9 +54,10 @@ qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, 
     }
     qt_ctx_set_grad_enabled(ctx, false);
     double nll_r = 0, nll_c = 0, kl_sum = 0;
-    long count = 0, agree = 0, prev_end = 0;
-    for (long begin = 0; begin < n - 1; begin += stride) {
-        long end = begin + ctxlen + 1 < n ? begin + ctxlen + 1 : n, L = end - begin - 1;
+    long count = 0, agree = 0, begin, L, first;
+    qt_ppl_windows w;
+    qt_ppl_windows_init(&w, n, ctxlen, stride);
+    while (qt_ppl_windows_next(&w, &begin, &L, &first)) {
         memcpy(ids, text + begin, (size_t)L * sizeof *ids);
         int64_t shape[2] = {1, L};
         qt_ctx_reset(ctx);
@@ -77,9 +74,8 @@ qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, 
             break;
         }
         const float *zc = yc->data;
-        for (long j = 0; j < L; j++) {
+        for (long j = first; j < L; j++) {
             long pos = begin + 1 + j; /* the token predicted */
-            if (pos < prev_end) continue;
             int64_t ar = log_softmax(zr + j * V, V, lp), ac = log_softmax(zc + j * V, V, lq);
             int32_t tg = text[pos];
             nll_r -= lp[tg];
@@ -91,8 +87,6 @@ qt_status qt_compare_models(qt_model *ref, qt_model *cand, const int32_t *text, 
             kl_sum += kl;
             agree += ar == ac;
         }
-        prev_end = end;
-        if (end == n) break;
     }
     if (st == QT_OK && count > 0) {
         out->tokens = count;
@@ -108,12 +102,4 @@ done:
     qt_ctx_free(ctx);
     free(ids), free(lp), free(lq), free(kls), free(zr);
     return st;
-}
-
-void qt_compare_print(FILE *f, const char *label, const qt_compare_result *r) {
-    fprintf(f,
-            "%s: %ld tokens: perplexity reference %.4f, candidate %.4f (%+.2f%%); KL divergence "
-            "mean %.6f, p99 %.6f, max %.6f; top-1 agreement %.2f%%\n",
-            label, r->tokens, r->ppl_ref, r->ppl_cand, 100.0 * (r->ppl_cand / r->ppl_ref - 1.0),
-            r->kld_mean, r->kld_p99, r->kld_max, 100.0 * r->top1);
 }

@@ -15,8 +15,7 @@
 
 #include <yaml.h>
 
-#include "qat_recipe.h"
-#include "recipe.h"
+#include "train_internal.h"
 
 typedef enum { K_STR, K_INT, K_LONG, K_FLOAT, K_BOOL, K_FLOAT2, K_STRLIST } key_kind;
 
@@ -778,4 +777,14 @@ void qt_recipe_write(FILE *f, const qt_recipe *r) {
         fputc('\n', f);
         prev = key;
     }
+}
+
+char *qt_recipe_text(const qt_recipe *r) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    qt_recipe_write(f, r);
+    fclose(f);
+    return buf;
 }

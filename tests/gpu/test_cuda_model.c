@@ -14,7 +14,7 @@
 
 #include "gpu_test.h"
 #include "qt_layers.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 #include "testutil.h"
 
 static double rel(const float *a, const float *b, size_t n) {

@@ -10,34 +10,54 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qt_layers.h"
-#include "qt_train.h"
 #include "cli.h"
-#include "loop.h"
+#include "qt_optim.h"
 
-int qt_cmd_demo(int argc, char **argv) {
-    long steps = 300, seed = 1337, threads = 0;
+enum { B = 16, HALF = 16, T = 2 * HALF, V = 64 };
+
+/* --steps N --seed N --threads N; 0 on success, else the exit code. */
+static int parse_args(int argc, char **argv, long *steps, long *seed, long *threads) {
     for (int i = 0; i < argc; i++) {
         long *dst = NULL;
-        if (!strcmp(argv[i], "--steps")) dst = &steps;
-        else if (!strcmp(argv[i], "--seed")) dst = &seed;
-        else if (!strcmp(argv[i], "--threads")) dst = &threads;
+        if (!strcmp(argv[i], "--steps")) dst = steps;
+        else if (!strcmp(argv[i], "--seed")) dst = seed;
+        else if (!strcmp(argv[i], "--threads")) dst = threads;
         else {
             fprintf(stderr, "qtrain demo: unknown option '%s' (options: --steps N, --seed N, "
                             "--threads N)\n", argv[i]);
             return 2;
         }
         if (i + 1 >= argc || !qt_cli_parse_long(argv[i + 1], dst) || *dst < 0 ||
-            (dst == &steps && *dst == 0)) {
+            (dst == steps && *dst == 0)) {
             fprintf(stderr, "qtrain demo: %s needs a %s integer, got '%s'\n", argv[i],
-                    dst == &steps ? "positive" : "non-negative", i + 1 < argc ? argv[i + 1] : "");
+                    dst == steps ? "positive" : "non-negative", i + 1 < argc ? argv[i + 1] : "");
             return 2;
         }
         i++;
     }
+    return 0;
+}
+
+/* Step `step`'s batch: B sequences of HALF random tokens twice; targets on the second
+ * half only (predict token t+1 from tokens <= t; the rest is the ignore index). */
+static void copy_batch(long step, long seed, int32_t *ids, int32_t *tgt) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < HALF; t++) {
+            uint64_t idx = ((uint64_t)step * B + (uint64_t)b) * HALF + (uint64_t)t;
+            int32_t tok = (int32_t)(qt_rand_u64((uint64_t)seed + 1, idx) % V);
+            ids[b * T + t] = ids[b * T + t + HALF] = tok;
+        }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            tgt[b * T + t] = (t >= HALF - 1 && t < T - 1) ? ids[b * T + t + 1] : -100;
+}
+
+int qt_cmd_demo(int argc, char **argv) {
+    long steps = 300, seed = 1337, threads = 0;
+    int rc = parse_args(argc, argv, &steps, &seed, &threads);
+    if (rc) return rc;
     if (threads > 0) qt_set_num_threads((int)threads);
 
-    enum { B = 16, HALF = 16, T = 2 * HALF, V = 64 };
     qt_llama_config cfg = {.vocab_size = V, .dim = 64, .n_layers = 2, .n_heads = 4,
                            .n_kv_heads = 2, .ffn_dim = 128, .rope_theta = 10000.0f,
                            .norm_eps = 1e-5f, .tied_embeddings = false};
@@ -69,17 +89,8 @@ int qt_cmd_demo(int argc, char **argv) {
     int32_t ids[B * T], tgt[B * T];
     int64_t shape[2] = {B, T};
     double t0 = qt_now_s(), first = 0.0, last = 0.0;
-    int rc = 0;
     for (long step = 0; step < steps; step++) {
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < HALF; t++) {
-                uint64_t idx = ((uint64_t)step * B + (uint64_t)b) * HALF + (uint64_t)t;
-                int32_t tok = (int32_t)(qt_rand_u64((uint64_t)seed + 1, idx) % V);
-                ids[b * T + t] = ids[b * T + t + HALF] = tok;
-            }
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) /* predict token t+1 from tokens <= t */
-                tgt[b * T + t] = (t >= HALF - 1 && t < T - 1) ? ids[b * T + t + 1] : -100;
+        copy_batch(step, seed, ids, tgt);
         qt_ctx_reset(ctx);
         qt_tensor *x = qt_tensor_from(ctx, QT_I32, 2, shape, ids);
         qt_tensor *y = qt_tensor_from(ctx, QT_I32, 2, shape, tgt);

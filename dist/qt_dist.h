@@ -23,7 +23,7 @@
 #define QT_DIST_H
 
 #include "qt_autograd.h"
-#include "qt_train.h"
+#include "qt_optim.h"
 
 typedef struct qt_dist {
     int rank, world;             /* 0 and 1 in a single process */
@@ -43,9 +43,11 @@ typedef struct qt_dist {
 qt_status qt_dist_init(qt_dist *d);
 /* NCCL's communicator (then MPI), once, in that order. Safe on a single process. */
 void qt_dist_finalize(qt_dist *d);
-/* Ends every rank of the job with `code` (MPI_Abort), or exits this process. For an
- * error on one rank while the others may wait in a collective: never a hang. */
-_Noreturn void qt_dist_abort(qt_dist *d, int code);
+/* For an error on one rank while the others may wait in a collective (never a hang):
+ * with several ranks, MPI_Abort ends every rank of the job with `code` and does not
+ * return. Returns when there is no job to end (one process): the caller then finalizes
+ * and exits with its code itself. */
+void qt_dist_abort(qt_dist *d, int code);
 
 /* Every rank waits for all the others (MPI_Barrier). */
 qt_status qt_dist_barrier(qt_dist *d);

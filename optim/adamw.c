@@ -10,7 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "qt_train.h"
+#include "qt_optim.h"
 #ifdef QT_HAVE_CUDA
 #include "qt_cuda.h"
 #endif

@@ -1,5 +1,5 @@
 /*
- * cmd_train.c - `qtrain train RECIPE.yaml [--set key=value ...]` and `qtrain train
+ * train.c - `qtrain train RECIPE.yaml [--set key=value ...]` and `qtrain train
  * --keys`. Bad recipes, flags and data exit 2 with the file:line:col or key named.
  *
  * Under mpirun every rank runs this: MPI starts here and ends here (qt_dist). Rank 0
@@ -9,11 +9,9 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
-#include "loop.h"
-#include "qt_dist.h"
-#include "recipe.h"
 
 static void train_usage(FILE *f) {
     fprintf(f, "usage: qtrain train RECIPE.yaml [--set key=value ...] [--resume] [--stop-at N] [--check]\n"
@@ -25,17 +23,46 @@ static void train_usage(FILE *f) {
                "       qtrain train --keys      every recipe key, its type, default and meaning\n");
 }
 
-int qt_cli_exit_code(qt_status st) {
-    switch (st) {
-    case QT_OK: return 0;
-    case QT_EINVAL:
-    case QT_EFORMAT:
-    case QT_ESHAPE:
-    case QT_EDTYPE:
-    case QT_ENOTSUP:
-    case QT_EIO: return 2; /* bad usage or bad input: the message names it */
-    default: return 1;
+/* The run's report, as rank 0 prints it: its lines, a line per logged step (between
+ * them, on a terminal, a live bar), validations and samples. */
+typedef struct {
+    bool tty; /* a single process writing to a terminal: the live bar */
+} printer;
+
+static void print_sample(const char *text) {
+    printf("----- sample -----\n");
+    for (const char *p = text; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        putchar(c == '\n' || c == '\t' || c >= 32 ? c : '?');
     }
+    printf("\n------------------\n");
+}
+
+static void on_event(void *user, const qt_train_event *ev) {
+    const printer *p = user;
+    switch (ev->kind) {
+    case QT_TRAIN_EV_LINE: printf("%s\n", ev->text); break;
+    case QT_TRAIN_EV_STEP:
+        if (!ev->logged) {
+            if (!p->tty) return;
+            int w = (int)(30 * ev->step / ev->steps);
+            printf("\r[%.*s%.*s] %ld/%ld loss %.4f %.0f tok/s eta %.0fs ", w,
+                   "##############################", 30 - w, "..............................",
+                   ev->step, ev->steps, ev->loss, ev->tokens_per_s, ev->eta_s);
+            break;
+        }
+        if (p->tty) printf("\r\033[K");
+        printf("step %6ld/%ld  loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  %.0fs  eta %.0fs\n",
+               ev->step, ev->steps, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s,
+               ev->elapsed_s, ev->eta_s);
+        break;
+    case QT_TRAIN_EV_EVAL:
+        printf("eval step %ld: val loss %.4f, perplexity %.3f (per byte)\n", ev->step,
+               ev->val_loss, ev->val_ppl);
+        break;
+    case QT_TRAIN_EV_SAMPLE: print_sample(ev->text); break;
+    }
+    fflush(stdout);
 }
 
 int qt_cmd_train(int argc, char **argv) {
@@ -94,18 +121,26 @@ int qt_cmd_train(int argc, char **argv) {
     if (dist.rank != 0 && !freopen("/dev/null", "w", stdout)) {
         fprintf(stderr, "qtrain train: rank %d: cannot silence stdout\n", dist.rank);
         qt_dist_abort(&dist, 1);
+        qt_dist_finalize(&dist);
+        return 1;
     }
+    /* the live bar only for a single process: mpirun hands rank 0 a pseudo-terminal
+     * even when its own output goes to a file */
+    printer pr = {.tty = dist.world == 1 && isatty(STDOUT_FILENO)};
     qt_train_result res = {0};
     qt_train_opts opts = {.resume = resume, .stop_at = stop_at, .recipe_path = path,
-                          .dist = &dist};
+                          .dist = &dist, .on_event = on_event, .user = &pr};
     st = qt_train_run(&r, &opts, &res);
     if (st != QT_OK) {
         if (dist.world > 1) {
             fprintf(stderr, "qtrain train: rank %d of %d: %s\n", dist.rank, dist.world,
                     qt_error_message());
+            fflush(stdout);
+            fflush(stderr);
             qt_dist_abort(&dist, qt_cli_exit_code(st)); /* every rank, never a hang */
+        } else {
+            fprintf(stderr, "qtrain train: %s\n", qt_error_message());
         }
-        fprintf(stderr, "qtrain train: %s\n", qt_error_message());
         qt_dist_finalize(&dist);
         return qt_cli_exit_code(st);
     }

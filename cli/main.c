@@ -2,26 +2,13 @@
  * main.c - the qtrain command line. Library code returns statuses; only this layer
  * prints and picks exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input.
  */
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "qt_autograd.h"
 
 #define QT_VERSION QT_VERSION_STR
-
-bool qt_cli_parse_long(const char *s, long *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end) return false;
-    *out = v;
-    return true;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -59,6 +46,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    qt_cli_log_to_stderr(cmd); /* what the libraries have to say (train: its own events) */
     if (!strcmp(cmd, "demo")) return qt_cmd_demo(argc - 2, argv + 2);
     if (!strcmp(cmd, "train")) return qt_cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return qt_cmd_eval(argc - 2, argv + 2);
