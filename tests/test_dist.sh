@@ -5,9 +5,9 @@
 #    batch 2B, to 1e-5 relative after 20 steps: plain, with gradient accumulation, with
 #    buckets far smaller than a tensor (many overlapped all-reduces per step) and without
 #    overlap, prompt/response data (masked prompts: ranks' token counts differ), ZeRO-1,
-#    QAT (int4 weights; int8 activations with static observed ranges, 10 steps; learnable
-#    LSQ scales, a second paramset), QLoRA (NF4 base, with and without ZeRO-1) and float
-#    LoRA;
+#    QAT (int4 weights, and int8 activations with static observed ranges: both compared
+#    at step 5, before a rounding flip can come; learnable LSQ scales, a second
+#    paramset), QLoRA (NF4 base, with and without ZeRO-1) and float LoRA;
 #  - resume on another number of ranks: 2 ranks stop at step 10, 1 rank resumes (and the
 #    other way round; and ZeRO-1 on 2 ranks, resumed on 2, and QLoRA with ZeRO-1 on 2,
 #    resumed on 1); each ends where 20 straight steps on 1 rank do;
@@ -120,19 +120,37 @@ same_ckpt zero-2 plain-1
 same_ckpt zero-2 plain-2
 grep -q "ZeRO-1" "$tmp/zero-2.log" && ok || bad "the banner should say ZeRO-1"
 
-# QAT: int4 g32 weights on every projection. Fake-quant rounds, so a last-bit difference
-# in a weight can move it across a rounding boundary: one process with batch 8 and one
-# with 4 x 2 accumulated micro-batches (the same mean, summed in another order) end 1e-4
-# apart in a layer or two. The losses are compared with batch 8, the weights with 4 x 2,
-# the single-process run whose sums are ordered as 2 ranks' are (two halves, averaged);
-# the moments, more sensitive still, are left out there.
+# QAT: int4 g32 weights on every projection. Fake-quant rounds to a grid, so a last-bit
+# difference in a weight (2 ranks sum a batch's gradient in another order than one
+# process does) can move it across a rounding boundary; from that step on the two runs
+# follow different, equally valid trajectories. Measured on an AMD EPYC in the ASan
+# build: losses equal to 7 digits and checkpoints within 1.5e-7 through step 10, the
+# first flip in step 11's forward (its loss 9e-7 apart, the moments 1.2e-4 after it),
+# losses 1.2e-4 apart by step 15 and weights 1.2e-3 after 20 steps, against batch 8 and
+# against one process accumulating 4 x 2 micro-batches alike. On the Intel Xeon CI
+# machine before it, the 2 ranks matched 4 x 2 for 20 steps and 4 x 2 flipped against
+# batch 8 instead. Where the first flip lands depends on the CPU and the build, and no
+# tolerance separates a flip from a real error, so the runs are compared where no flip
+# has come yet, as the observer case below is:
+# the losses of steps 1-5 and the whole checkpoint of step 5 (weights and AdamW moments,
+# against the batch-8 run), within TOL, one schedule of 20 steps for both. Both then
+# resume to step 20, and the first step whose losses differ by more than TOL is printed
+# for the record (not checked: that is the flip).
 { recipe qat; printf 'qat:\n  weight: {format: int4, group_size: 32}\n'; } >"$tmp/qat.yaml"
-run 1 qat-1 qat
-run 1 qat-acc qat --set train.batch_size=4 --set train.grad_accum=2
-run 2 qat-2 qat --set train.batch_size=4
-same_losses qat-2 qat-1
-same_ckpt qat-2 qat-acc --params-only
-echo "for scale, one process, batch 8 vs 4 x 2: $("$DIFF" "$tmp/qat-acc/checkpoint.h5" "$tmp/qat-1/checkpoint.h5" 1 --params-only)"
+run 1 qat-1 qat --stop-at 5
+run 2 qat-2 qat --set train.batch_size=4 --stop-at 5
+same_losses qat-2 qat-1 5
+same_ckpt qat-2 qat-1
+run 1 qat-1 qat --resume
+run 2 qat-2 qat --set train.batch_size=4 --resume
+python3 - "$tmp/qat-2/metrics.jsonl" "$tmp/qat-1/metrics.jsonl" "$TOL" <<'PY'
+import json, sys
+a, b = ({r["step"]: r["loss"] for r in map(json.loads, open(p)) if "loss" in r} for p in sys.argv[1:3])
+flip = [k for k in sorted(b) if k in a and abs(a[k] - b[k]) > float(sys.argv[3]) * abs(b[k])]
+print(f"qat: 2 ranks vs 1 over {len(b)} steps: " +
+      (f"losses first differ by more than {sys.argv[3]} at step {flip[0]} (a rounding flip)" if flip
+       else "no loss differs by more than " + sys.argv[3]))
+PY
 # int8 activations with static ranges (moving-average observers, saved as the
 # checkpoint's buffers): each batch's range is reduced over the ranks, so every rank
 # observes the global batch, as one process with batch 8 does (4 x 2 accumulated would
