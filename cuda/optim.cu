@@ -1,6 +1,6 @@
 /*
  * optim.cu - the optimizer's flat-buffer passes on the GPU: AdamW (torch.optim.AdamW's
- * update, in the order train/adamw.c computes it), the gradient's sum of squares for
+ * update, in the order optim/adamw.c computes it), the gradient's sum of squares for
  * global-norm clipping, and scaling.
  *
  * sumsq is deterministic: fixed per-block partial sums in double, then one block adds
@@ -8,7 +8,7 @@
  */
 #include "common.cuh"
 
-/* Exactly the update of train/adamw.c (same operations, same order), one element per
+/* Exactly the update of optim/adamw.c (same operations, same order), one element per
  * thread: decay = 1 - lr*wd (1 for no-decay params), step = lr / (1 - beta1^t),
  * bc2_sqrt = sqrt(1 - beta2^t). */
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, int64_t n,
