@@ -13,6 +13,7 @@
  * Checkpoints keep one layout whatever is trained: /params and /optimizer hold the model
  * (a LoRA run's optimizer is empty), /buffers and /buffers_optimizer the second entry.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,7 +127,10 @@ int qt_trainables_grads(const qt_trainables *ts, qt_paramset *out[2], bool *zero
     for (int i = 0; i < ts->n; i++) {
         const qt_trained_set *e = &ts->sets[i];
         if (!e->trained) continue;
-        if (e->zero) *zero = n == 0; /* qt_dist_grads shards its first paramset */
+        if (e->zero) {
+            assert(n == 0 && "qt_dist_grads shards its first paramset");
+            *zero = true;
+        }
         out[n++] = e->ps;
     }
     return n;
