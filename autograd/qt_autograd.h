@@ -80,6 +80,20 @@ void qt_log_set(qt_log_fn fn, void *user);
 /* Formats a message (up to 2 KiB) and hands it to the callback, if any. */
 void qt_log(qt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Progress of long work (loading, tokenizing, evaluation windows, calibration passes,
+ * GPTQ/AWQ blocks, export, checkpoint writes), through one process-wide callback like
+ * the log's: the program draws it (qtrain: a live line on a terminal, periodic lines
+ * otherwise, nothing under --quiet). A task is named by a short string ("eval",
+ * "calibrate", "gptq"); a call with done == 0 starts it, done == total ends it, calls in
+ * between may come as often as the work likes (the drawer rate-limits). total 0: unknown.
+ * unit names what is counted ("tokens", "layers", "bytes", "windows"). The strings are
+ * valid during the call only. Called from the thread that runs the work. */
+typedef void (*qt_progress_fn)(void *user, const char *task, int64_t done, int64_t total,
+                               const char *unit);
+/* Installs fn (NULL: no progress drawn); set it once, before the work starts. */
+void qt_progress_set(qt_progress_fn fn, void *user);
+void qt_progress(const char *task, int64_t done, int64_t total, const char *unit);
+
 /* ----------------------------------------------------------------- dtypes ---- */
 
 typedef enum {

@@ -60,3 +60,15 @@ void qt_log(qt_log_level level, const char *fmt, ...) {
     va_end(ap);
     log_fn(log_user, level, buf);
 }
+
+static qt_progress_fn progress_fn;
+static void *progress_user;
+
+void qt_progress_set(qt_progress_fn fn, void *user) {
+    progress_fn = fn;
+    progress_user = user;
+}
+
+void qt_progress(const char *task, int64_t done, int64_t total, const char *unit) {
+    if (progress_fn) progress_fn(progress_user, task, done, total, unit);
+}
