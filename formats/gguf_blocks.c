@@ -2,9 +2,10 @@
  * gguf_blocks.c - ggml's tensor types: block sizes, names, and dequantization of the
  * block formats to f32.
  *
- * Layouts follow ggml's src/ggml-common.h (struct block_q4_0 ... block_q6_K, QK_K = 256)
- * and the arithmetic follows src/ggml-quants.c (dequantize_row_q4_0 ...
- * dequantize_row_q6_K, get_scale_min_k4); gguf-py's quants.py (Q4_0.dequantize_blocks
+ * Layouts follow ggml's src/ggml-common.h (struct block_q4_0 ... block_q6_K, block_iq4_nl,
+ * block_iq4_xs, QK_K = 256) and the arithmetic follows src/ggml-quants.c
+ * (dequantize_row_q4_0 ... dequantize_row_q6_K, dequantize_row_iq4_nl / _iq4_xs,
+ * get_scale_min_k4); gguf-py's quants.py (Q4_0.dequantize_blocks
  * ...) computes the same products in the same order, and tests/test_gguf.c checks this
  * file against it bit for bit. Each block is read byte by byte (little-endian, any
  * alignment), so a pointer straight into a file buffer is fine.
@@ -20,6 +21,9 @@
  *     silently pick up a fused multiply-add;
  *   - Q3_K's high bit is inverted: a SET hmask bit means "no -4 offset" (ggml-quants.c,
  *     dequantize_row_q3_K).
+ *   - IQ4_NL / IQ4_XS codes index a table of 16 non-uniform levels (kvalues_iq4nl, -127 ..
+ *     113); their products are exact too: f16 d (11 bits) times a 6-bit sub-block scale
+ *     (IQ4_XS) times a level of at most 7 bits is 24 bits.
  */
 #include "qt_formats.h"
 
@@ -53,6 +57,10 @@ static const struct {
     [QT_GGML_Q5_K] = {"Q5_K", QT_QK_K, 2 + 2 + 12 + 32 + 128, true},
     /* ql[128]; qh[64]; scales[16]; d */
     [QT_GGML_Q6_K] = {"Q6_K", QT_QK_K, 128 + 64 + 16 + 2, true},
+    /* d; qs[16] */
+    [QT_GGML_IQ4_NL] = {"IQ4_NL", 32, 2 + 16, true},
+    /* d; scales_h (u16); scales_l[4]; qs[128] */
+    [QT_GGML_IQ4_XS] = {"IQ4_XS", QT_QK_K, 2 + 2 + 4 + 128, true},
     [QT_GGML_I8] = {"I8", 1, 1, false},
     [QT_GGML_I16] = {"I16", 1, 2, false},
     [QT_GGML_I32] = {"I32", 1, 4, false},
@@ -263,6 +271,39 @@ static void qt_deq_q6_k(const uint8_t *b, float *y) {
     }
 }
 
+/* ggml-common.h kvalues_iq4nl */
+static const int8_t qt_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
+
+const int8_t *qt_iq4nl_values(void) { return qt_kvalues_iq4nl; }
+
+/* IQ4_NL: 32 weights, d * level[q]; qs[j] holds element j (low nibble) and j + 16 (high). */
+static void qt_deq_iq4_nl(const uint8_t *b, float *y) {
+    float d = qt_rd_f16(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)qt_kvalues_iq4nl[qs[j] & 0x0F];
+        y[j + 16] = d * (float)qt_kvalues_iq4nl[qs[j] >> 4];
+    }
+}
+
+/* IQ4_XS: 8 sub-blocks of 32 as IQ4_NL, each scaled by d * (ls - 32) with the 6-bit ls
+ * split into a nibble of scales_l[ib / 2] (low for even ib) and bits 2 ib, 2 ib + 1 of
+ * the little-endian u16 scales_h. */
+static void qt_deq_iq4_xs(const uint8_t *b, float *y) {
+    float d = qt_rd_f16(b);
+    unsigned sh = (unsigned)b[2] | (unsigned)b[3] << 8;
+    const uint8_t *sl = b + 4, *qs = b + 8;
+    for (int ib = 0; ib < 8; ib++, qs += 16, y += 32) {
+        int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0x0F) | (int)((sh >> (2 * ib)) & 3) << 4;
+        float dl = d * (float)(ls - 32);
+        for (int j = 0; j < 16; j++) {
+            y[j] = dl * (float)qt_kvalues_iq4nl[qs[j] & 0x0F];
+            y[j + 16] = dl * (float)qt_kvalues_iq4nl[qs[j] >> 4];
+        }
+    }
+}
+
 /* ------------------------------------------------------------- dequantize ---- */
 
 qt_status qt_ggml_dequantize(qt_ggml_type type, const void *src, float *dst, int64_t n) {
@@ -308,6 +349,8 @@ qt_status qt_ggml_dequantize(qt_ggml_type type, const void *src, float *dst, int
         QT_DEQ_CASE(QT_GGML_Q4_K, qt_deq_q4_k)
         QT_DEQ_CASE(QT_GGML_Q5_K, qt_deq_q5_k)
         QT_DEQ_CASE(QT_GGML_Q6_K, qt_deq_q6_k)
+        QT_DEQ_CASE(QT_GGML_IQ4_NL, qt_deq_iq4_nl)
+        QT_DEQ_CASE(QT_GGML_IQ4_XS, qt_deq_iq4_xs)
 #undef QT_DEQ_CASE
     default:
         return QT_ERROR(QT_EDTYPE, "ggml_dequantize: type %s has no dequantizer",

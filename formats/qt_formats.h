@@ -103,8 +103,8 @@ const char *qt_st_dtype_name(qt_dtype t);
 
 /* ggml tensor types (ggml.h enum ggml_type; ids are part of the file format). All have a
  * dequantizer in gguf_blocks.c except I8..F64, plain integers / doubles that the reader
- * accepts but qt_ggml_dequantize does not convert. Other ggml ids (IQ*, TQ*, MXFP4, ...)
- * are not held: the reader refuses them with QT_EDTYPE. */
+ * accepts but qt_ggml_dequantize does not convert. Other ggml ids (other IQ types, TQ*,
+ * MXFP4, ...) are not held: the reader refuses them with QT_EDTYPE. */
 typedef enum {
     QT_GGML_F32 = 0,
     QT_GGML_F16 = 1,
@@ -118,6 +118,8 @@ typedef enum {
     QT_GGML_Q4_K = 12,
     QT_GGML_Q5_K = 13,
     QT_GGML_Q6_K = 14,
+    QT_GGML_IQ4_NL = 20,
+    QT_GGML_IQ4_XS = 23,
     QT_GGML_I8 = 24,
     QT_GGML_I16 = 25,
     QT_GGML_I32 = 26,
@@ -127,8 +129,8 @@ typedef enum {
     QT_GGML_TYPE_LIMIT = 31 /* one past the largest id this table knows */
 } qt_ggml_type;
 
-/* Elements per block (1 for plain types, 32 for Q4_0..Q8_0, 256 for the K types) and
- * bytes per block; 0 for an id qtrain does not know. */
+/* Elements per block (1 for plain types, 32 for Q4_0..Q8_0 and IQ4_NL, 256 for the K
+ * types and IQ4_XS) and bytes per block; 0 for an id qtrain does not know. */
 int64_t qt_ggml_blck_size(qt_ggml_type t);
 size_t qt_ggml_type_size(qt_ggml_type t);
 /* "Q4_K"; "?" for an unknown id. */
@@ -138,6 +140,10 @@ bool qt_ggml_can_dequantize(qt_ggml_type t);
 /* Bytes of n elements (n a multiple of the block size), or 0 when n is not, the type is
  * unknown or the result would overflow (and for n == 0). */
 size_t qt_ggml_nbytes(qt_ggml_type t, int64_t n);
+
+/* IQ4_NL / IQ4_XS's 16 non-linear levels (ggml-common.h kvalues_iq4nl): code q of a
+ * block dequantizes to scale * qt_iq4nl_values()[q]. */
+const int8_t *qt_iq4nl_values(void);
 
 /* Converts n elements of `type` at src (ggml's little-endian block layout, any
  * alignment) to floats at dst, exactly as ggml's dequantize_row_* (ggml-quants.c) and

@@ -18,6 +18,9 @@ static bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 qt_status qt_qformat_check(const qt_qformat *f, int64_t rows, int64_t cols) {
     if (!f) return QT_ERROR(QT_EINVAL, "qformat: NULL format");
     bool shape = rows > 0 && cols > 0;
+    if (f->importance && f->kind != QT_QF_GGUF)
+        return QT_ERROR(QT_EINVAL, "qformat: an importance vector (imatrix) applies to the GGUF "
+                                   "block types only");
     switch (f->kind) {
     case QT_QF_INT:
         if (f->bits < 2 || f->bits > 8)
@@ -105,9 +108,12 @@ const char *qt_qformat_str(const qt_qformat *f, char *buf, size_t n) {
                  f->gran == QT_QG_CHANNEL ? "per-channel" : "per-tensor");
         break;
     case QT_QF_GGUF: {
-        /* "Q4_K" -> "q4_K", as llama.cpp's ftype names spell them */
+        /* "Q4_K" -> "q4_K", as llama.cpp's ftype names spell them; "IQ4_NL" -> "iq4_nl" */
         snprintf(buf, n, "%s", qt_ggml_type_name(f->ggml));
         if (buf[0] == 'Q') buf[0] = 'q';
+        if (buf[0] == 'I')
+            for (char *c = buf; *c; c++)
+                if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
         break;
     }
     default:
@@ -163,6 +169,14 @@ qt_status qt_check_finite(const float *w, int64_t rows, int64_t cols) {
                             (long long)(i / cols), (long long)(i % cols),
                             isnan(w[i]) ? "NaN" : "Inf");
     }
+    return QT_OK;
+}
+
+qt_status qt_check_importance(const float *importance, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(importance[i] >= 0.0f) || isinf(importance[i]))
+            return QT_ERROR(QT_EINVAL, "quantize: importance (imatrix) value %lld is %g; expected "
+                            "a finite value >= 0", (long long)i, (double)importance[i]);
     return QT_OK;
 }
 

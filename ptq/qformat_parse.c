@@ -5,7 +5,8 @@
  *   nf4, fp4         bitsandbytes 4-bit, blocksize 64, double quantization on (as
  *                    Params4bit's compress_statistics default)
  *   fp8_e4m3, fp8_e5m2   per-channel, f32 scales
- *   q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k   GGUF blocks (case-insensitive)
+ *   q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs
+ *                    GGUF blocks (case-insensitive)
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,11 +23,12 @@ static const struct {
     {"q8_0", QT_GGML_Q8_0, 8}, {"q4_0", QT_GGML_Q4_0, 4}, {"q4_1", QT_GGML_Q4_1, 4},
     {"q5_0", QT_GGML_Q5_0, 5}, {"q5_1", QT_GGML_Q5_1, 5}, {"q2_k", QT_GGML_Q2_K, 2},
     {"q3_k", QT_GGML_Q3_K, 3}, {"q4_k", QT_GGML_Q4_K, 4}, {"q5_k", QT_GGML_Q5_K, 5},
-    {"q6_k", QT_GGML_Q6_K, 6},
+    {"q6_k", QT_GGML_Q6_K, 6}, {"iq4_nl", QT_GGML_IQ4_NL, 4}, {"iq4_xs", QT_GGML_IQ4_XS, 4},
 };
 
 const char *qt_qformat_names(void) {
-    return "int2..int8|nf4|fp4|fp8_e4m3 (fp8)|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k";
+    return "int2..int8|nf4|fp4|fp8_e4m3 (fp8)|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|"
+           "q6_k|iq4_nl|iq4_xs";
 }
 
 qt_status qt_qformat_parse(const char *name, qt_qformat *f) {

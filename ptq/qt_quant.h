@@ -26,9 +26,14 @@
  *     8-bit dynamic map; dequantization then uses the dequantized absmax.
  *   - FP8 E4M3 (max 448) / E5M2 (max 57344): w / s rounded to nearest even and saturated
  *     at +-max; s = amax / max (f32) per tensor or per channel.
- *   - GGUF block types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K as
- *     llama.cpp's reference quantizers (quantize_row_*_ref, no importance matrix) compute
- *     them; each row is quantized separately, cols a multiple of the block size.
+ *   - GGUF block types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL
+ *     and IQ4_XS as llama.cpp's ggml_quantize_chunk computes them (what llama-quantize
+ *     writes): without an importance vector, the reference quantizers (quantize_row_*_ref;
+ *     IQ4_NL / IQ4_XS: quantize_iq4_nl / _xs with no weights); with one (fmt.importance,
+ *     llama.cpp's quant_weights: an imatrix entry's per-column mean of squared
+ *     activations, see qt_ptq.h qt_imatrix), the quant_weights paths. Each row is
+ *     quantized separately, cols a multiple of the block size (32, or 256 for the K types
+ *     and IQ4_XS). Q8_0 ignores the importance, as llama.cpp does.
  *
  * NaN / Inf policy: the quantizer refuses non-finite weights. quantize and fake_quant
  * return QT_ENUMERIC naming the first (row, col) that is not finite and write nothing
@@ -71,6 +76,10 @@ typedef struct {
     qt_dtype scale_dtype; /* INT: QT_F32, QT_F16 or QT_BF16; FP8: QT_F32 */
     bool double_quant;    /* NF4/FP4: absmax double-quantized (block 256, dynamic map) */
     qt_ggml_type ggml;    /* GGUF: the block type */
+    const float *importance; /* GGUF only, may be NULL: (cols) the importance of each input
+                                column, llama.cpp's quant_weights (qt_imatrix_weights), finite
+                                and >= 0. Borrowed for the call: quantize / fake_quant read it,
+                                nothing keeps it (a qt_qtensor's fmt has it NULL) */
 } qt_qformat;
 
 /* A quantized matrix. Which arrays are set depends on the kind. */
@@ -158,9 +167,16 @@ uint8_t qt_f32_to_e5m2(float x);
 float qt_e5m2_to_f32(uint8_t b);
 
 /* GGUF: quantizes one row of n floats (n a multiple of the block size) into ggml blocks
- * at dst (qt_ggml_nbytes(type, n) bytes), as llama.cpp's quantize_row_<type>_ref.
- * Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. */
+ * at dst (qt_ggml_nbytes(type, n) bytes), as llama.cpp's ggml_quantize_chunk without an
+ * importance matrix (quantize_row_<type>_ref; IQ4_NL / IQ4_XS: quantize_iq4_nl / _xs with
+ * quant_weights NULL, which differs from their _ref). Types: Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. */
 qt_status qt_ggml_quantize_row(qt_ggml_type type, const float *src, void *dst, int64_t n);
+/* The same with llama.cpp's quant_weights: importance (n values, finite, >= 0; NULL = none,
+ * as qt_ggml_quantize_row), one per element of the row, as ggml_quantize_chunk's imatrix
+ * argument for a one-row chunk. QT_EINVAL for a non-finite or negative importance. */
+qt_status qt_ggml_quantize_row_weighted(qt_ggml_type type, const float *src, void *dst,
+                                        int64_t n, const float *importance);
 /* True for the types qt_ggml_quantize_row produces. */
 bool qt_ggml_can_quantize(qt_ggml_type type);
 

@@ -3,9 +3,11 @@
  * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, byte for byte as llama.cpp's reference quantizers
  * (ggml/src/ggml-quants.c: quantize_row_<type>_ref, with their helpers nearest_int,
  * make_qx_quants, make_q3_quants, make_qkx2_quants), i.e. what llama_model_quantize
- * writes when no importance matrix is given (quantize_<type> calls the _ref function
- * then). Dequantization goes through gguf_blocks.c (qt_ggml_dequantize), so
- * fake_quant(w) == dequantize(quantize(w)) bit for bit.
+ * writes when no importance matrix is given (ggml_quantize_chunk -> quantize_<type>
+ * calls the _ref function when quant_weights is NULL); and the entry points, which send
+ * a row with an importance vector to quant_gguf_imat.c (llama.cpp's quant_weights paths)
+ * and IQ4_NL / IQ4_XS rows to quant_iq4.c. Dequantization goes through gguf_blocks.c
+ * (qt_ggml_dequantize), so fake_quant(w) == dequantize(quantize(w)) bit for bit.
  *
  * Surprises, all kept on purpose because the bytes must match:
  *   - Every float expression keeps ggml's operand order and types: `w*l*l` is
@@ -15,7 +17,7 @@
  *     6% of Q4_K, 30% of Q5_K and 0.4% of Q6_K blocks of random rows come out different.
  *   - A block whose max is an f32 denormal makes 1/d (or 15/max_min, 63/max_scale)
  *     overflow to inf; ggml then casts inf to an integer. nearest_int's bit trick maps
- *     inf to -2^22 (its low byte, shifted, is what ggml stores) and f2i8 below pins the
+ *     inf to -2^22 (its low byte, shifted, is what ggml stores) and f2i8 pins the
  *     float-to-int8 casts to what x86-64 does, so such rows still match llama.cpp.
  *   - nearest_int rounds through the 1.5 * 2^23 magic number (round half to even, valid
  *     for |x| <= 2^22); roundf (Q8_0) rounds half away from zero; Q4_0/Q5_0/Q4_1 round by
@@ -29,43 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quant_internal.h"
-
-#define QK_SMALL 32 /* ggml-common.h: QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0 */
-#define QK_K 256    /* ggml-common.h: super-block of the K-quants */
-/* ggml-quants.c GROUP_MAX_EPS: a group whose |max| is below this is "all zero" */
-#define GROUP_MAX_EPS 1e-15f
-
-static inline int imin(int a, int b) { return a < b ? a : b; }
-static inline int imax(int a, int b) { return a > b ? a : b; }
-
-static inline void put_f16(uint8_t *p, float x) {
-    uint16_t h = qt_f32_to_f16(x);
-    p[0] = (uint8_t)(h & 0xff);
-    p[1] = (uint8_t)(h >> 8);
-}
-
-static inline float get_f16(const uint8_t *p) {
-    return qt_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
-}
-
-/* ggml's nearest_int: adding 12582912 = 1.5 * 2^23 leaves round(x) (half to even) in the
- * low 22 mantissa bits. */
-static inline int nearest_int(float fval) {
-    float val = fval + 12582912.f;
-    int32_t i;
-    memcpy(&i, &val, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
-/* ggml's `(int8_t)f` / `(uint8_t)f` casts, as x86-64 executes them: cvttss2si to int32
- * (truncation; NaN and out-of-range give INT32_MIN) and the low byte. In range this is
- * plain truncation; it matters when a denormal block amax makes 1/d overflow to inf
- * (ggml's C is undefined there; this pins down what its x86 build writes). */
-static inline int f2i8(float v) {
-    int32_t i = (v > -2147483648.f && v < 2147483648.f) ? (int32_t)v : INT32_MIN;
-    return (int8_t)(uint8_t)((uint32_t)i & 0xffu) /* gcc: modular */;
-}
+#include "quant_gguf_internal.h"
 
 /* ---- 32-element blocks --------------------------------------------------------------- */
 
@@ -181,10 +147,9 @@ static void quantize_q8_0(const float *x, uint8_t *y, int64_t nb) {
 
 /* ---- K-quant helpers (ggml-quants.c "Helper functions") ------------------------------ */
 
-/* Symmetric codes L[i] in [0, 2*nmax) for n values; returns the scale. rmse_type 1
- * weighs by x^2 and searches 18 scales around nmax / max (make_qx_quants, qw == NULL;
- * only Q6_K's rmse_type 1 is used here). */
-static float qx_quants(int n, int nmax, const float *x, int8_t *L) {
+/* make_qx_quants, rmse_type 1 (quant_gguf_internal.h): the weight is qw[i], or x[i]^2
+ * without an importance vector. */
+float qt_gguf_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
@@ -203,7 +168,7 @@ static float qx_quants(int n, int nmax, const float *x, int8_t *L) {
         int l = nearest_int(iscale * x[i]);
         l = imax(-nmax, imin(nmax - 1, l));
         L[i] = (int8_t)(l + nmax);
-        float w = x[i] * x[i];
+        float w = qw ? qw[i] : x[i] * x[i];
         sumlx += w * x[i] * (float)l;
         suml2 += w * (float)l * (float)l;
     }
@@ -216,7 +181,7 @@ static float qx_quants(int n, int nmax, const float *x, int8_t *L) {
         for (int i = 0; i < n; i++) {
             int l = nearest_int(iscale * x[i]);
             l = imax(-nmax, imin(nmax - 1, l));
-            float w = x[i] * x[i];
+            float w = qw ? qw[i] : x[i] * x[i];
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
         }
@@ -355,14 +320,6 @@ static float qkx2_quants(int n, int nmax, const float *x, const float *weights, 
     return scale;
 }
 
-/* Packs 4 rows of 2-bit codes (L[j], L[j+32], L[j+64], L[j+96]) per byte (Q2_K, Q3_K). */
-static void pack_2bit(const uint8_t *L, uint8_t *qs) {
-    for (int j = 0; j < QK_K; j += 128)
-        for (int l = 0; l < 32; l++)
-            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                      (L[j + l + 96] << 6));
-}
-
 /* q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}: 16 groups of 16, 4-bit scale and min
  * per group (low / high nibble) against the super-block's d and dmin (max / 15). */
 static void quantize_q2_K(const float *x, uint8_t *y, int64_t nb) {
@@ -370,7 +327,7 @@ static void quantize_q2_K(const float *x, uint8_t *y, int64_t nb) {
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
     const float q4scale = 15.f;
     for (int64_t i = 0; i < nb; i++, x += QK_K, y += 84) {
-        uint8_t *ysc = y, *yqs = y + 16, *yd = y + 80, *ydmin = y + 82;
+        uint8_t *ysc = y, *yd = y + 80, *ydmin = y + 82;
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < QK_K / 16; j++) {
             for (int l = 0; l < 16; l++) weights[l] = fabsf(x[16 * j + l]);
@@ -396,18 +353,31 @@ static void quantize_q2_K(const float *x, uint8_t *y, int64_t nb) {
         } else {
             put_f16(ydmin, 0.f);
         }
-        const float dall = get_f16(yd), dmall = get_f16(ydmin);
-        for (int j = 0; j < QK_K / 16; j++) {
-            const float d = dall * (float)(ysc[j] & 0xF);
-            if (!d) continue;
-            const float dm = dmall * (float)(ysc[j] >> 4);
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int((x[16 * j + ii] + dm) / d);
-                L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
-            }
-        }
-        pack_2bit(L, yqs);
+        qt_gguf_q2_K_finish(x, L, y);
     }
+}
+
+/* Packs 4 rows of 2-bit codes (L[j], L[j+32], L[j+64], L[j+96]) per byte (Q2_K, Q3_K). */
+static void pack_2bit(const uint8_t *L, uint8_t *qs) {
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
+}
+
+void qt_gguf_q2_K_finish(const float *x, uint8_t *L, uint8_t *y) {
+    const uint8_t *ysc = y;
+    const float dall = get_f16(y + 80), dmall = get_f16(y + 82);
+    for (int j = 0; j < QK_K / 16; j++) {
+        const float d = dall * (float)(ysc[j] & 0xF);
+        if (!d) continue;
+        const float dm = dmall * (float)(ysc[j] >> 4);
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int((x[16 * j + ii] + dm) / d);
+            L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
+        }
+    }
+    pack_2bit(L, y + 16);
 }
 
 /* q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}: 16 groups of 16, 6-bit signed
@@ -417,7 +387,7 @@ static void quantize_q3_K(const float *x, uint8_t *y, int64_t nb) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K, y += 110) {
-        uint8_t *hmask = y, *yqs = y + 32, *ysc = y + 96, *yd = y + 108;
+        uint8_t *ysc = y + 96, *yd = y + 108;
         float max_scale = 0, amax = 0;
         for (int j = 0; j < QK_K / 16; j++) {
             scales[j] = q3_quants(16, 4, x + 16 * j, L + 16 * j);
@@ -444,30 +414,36 @@ static void quantize_q3_K(const float *x, uint8_t *y, int64_t nb) {
         } else {
             put_f16(yd, 0.f);
         }
-        const float dall = get_f16(yd);
-        for (int j = 0; j < QK_K / 16; j++) {
-            int sc = j < 8 ? ysc[j] & 0xF : ysc[j - 8] >> 4;
-            sc = (sc | (((ysc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-            float d = dall * (float)sc;
-            if (!d) continue;
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int(x[16 * j + ii] / d);
-                L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
-            }
-        }
-        /* high bit of codes 0..31 in hmask bit 0, of codes 32..63 in bit 1, ... */
-        memset(hmask, 0, QK_K / 8);
-        uint8_t Lu[QK_K];
-        for (int j = 0; j < QK_K; j++) {
-            int l = L[j];
-            if (l > 3) {
-                hmask[j % (QK_K / 8)] = (uint8_t)(hmask[j % (QK_K / 8)] | (1 << (j / (QK_K / 8))));
-                l -= 4;
-            }
-            Lu[j] = (uint8_t)l;
-        }
-        pack_2bit(Lu, yqs);
+        qt_gguf_q3_K_finish(x, L, y);
     }
+}
+
+void qt_gguf_q3_K_finish(const float *x, int8_t *L, uint8_t *y) {
+    uint8_t *hmask = y;
+    const uint8_t *ysc = y + 96;
+    const float dall = get_f16(y + 108);
+    for (int j = 0; j < QK_K / 16; j++) {
+        int sc = j < 8 ? ysc[j] & 0xF : ysc[j - 8] >> 4;
+        sc = (sc | (((ysc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+        float d = dall * (float)sc;
+        if (!d) continue;
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int(x[16 * j + ii] / d);
+            L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
+        }
+    }
+    /* high bit of codes 0..31 in hmask bit 0, of codes 32..63 in bit 1, ... */
+    memset(hmask, 0, QK_K / 8);
+    uint8_t Lu[QK_K];
+    for (int j = 0; j < QK_K; j++) {
+        int l = L[j];
+        if (l > 3) {
+            hmask[j % (QK_K / 8)] = (uint8_t)(hmask[j % (QK_K / 8)] | (1 << (j / (QK_K / 8))));
+            l -= 4;
+        }
+        Lu[j] = (uint8_t)l;
+    }
+    pack_2bit(Lu, y + 32);
 }
 
 /* Q4_K / Q5_K's 12 scale bytes: 8 groups of 32, 6-bit scale and 6-bit min each (groups
@@ -503,7 +479,7 @@ static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
     }
 }
 
-/* Shared body of Q4_K (nmax 15, rmin -1, 20 steps) and Q5_K (nmax 31, rmin -0.5, 15
+/* Shared head of Q4_K (nmax 15, rmin -1, 20 steps) and Q5_K (nmax 31, rmin -0.5, 15
  * steps): per group of 32, weights av_x + |x| with av_x = sqrt(mean(x^2)); fills L with
  * codes 0..nmax and the 16 header bytes {f16 d, dmin; u8 scales[12]} at hdr. */
 static void quantize_kx_super(const float *x, int nmax, float rmin, int nstep, uint8_t *hdr,
@@ -521,14 +497,17 @@ static void quantize_kx_super(const float *x, int nmax, float rmin, int nstep, u
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
-    uint8_t *sc12 = hdr + 4;
-    pack_scale_min_k4(scales, mins, max_scale, max_min, sc12);
+    pack_scale_min_k4(scales, mins, max_scale, max_min, hdr + 4);
     put_f16(hdr, max_scale / 63.f);
     put_f16(hdr + 2, max_min / 63.f);
+}
+
+/* Requantizes each group of 32 with its stored 6-bit scale and min (Q4_K / Q5_K). */
+static void kx_requantize(const float *x, int nmax, const uint8_t *hdr, uint8_t *L) {
     const float dall = get_f16(hdr), dmall = get_f16(hdr + 2);
     for (int j = 0; j < QK_K / 32; j++) {
         uint8_t sc, m;
-        get_scale_min_k4(j, sc12, &sc, &m);
+        get_scale_min_k4(j, hdr + 4, &sc, &m);
         const float d = dall * (float)sc;
         if (!d) continue;
         const float dm = dmall * (float)m;
@@ -541,89 +520,103 @@ static void quantize_kx_super(const float *x, int nmax, float rmin, int nstep, u
 
 /* q4_K {f16 d, dmin; u8 scales[12]; u8 qs[128]}: qs byte l of each 32-byte chunk holds
  * codes l (low nibble) and l + 32 (high) of a 64-value span. */
+void qt_gguf_q4_K_finish(const float *x, uint8_t *L, uint8_t *y) {
+    kx_requantize(x, 15, y, L);
+    uint8_t *q = y + 16;
+    for (int j = 0; j < QK_K; j += 64, q += 32)
+        for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+}
+
 static void quantize_q4_K(const float *x, uint8_t *y, int64_t nb) {
     uint8_t L[QK_K];
     for (int64_t i = 0; i < nb; i++, x += QK_K, y += 144) {
         memset(y, 0, 16);
         quantize_kx_super(x, 15, -1.f, 20, y, L);
-        uint8_t *q = y + 16;
-        for (int j = 0; j < QK_K; j += 64, q += 32)
-            for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+        qt_gguf_q4_K_finish(x, L, y);
     }
 }
 
 /* q5_K {f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: as Q4_K, bit 4 of the codes
  * of span n/64 in qh bits 2n (low half) and 2n+1 (high half). */
+void qt_gguf_q5_K_finish(const float *x, uint8_t *L, uint8_t *y) {
+    kx_requantize(x, 31, y, L);
+    uint8_t *qh = y + 16, *ql = y + 48;
+    memset(qh, 0, QK_K / 8);
+    uint8_t m1 = 1, m2 = 2;
+    for (int n = 0; n < QK_K; n += 64, ql += 32) {
+        for (int j = 0; j < 32; j++) {
+            int l1 = L[n + j], l2 = L[n + j + 32];
+            if (l1 > 15) {
+                l1 -= 16;
+                qh[j] |= m1;
+            }
+            if (l2 > 15) {
+                l2 -= 16;
+                qh[j] |= m2;
+            }
+            ql[j] = (uint8_t)(l1 | (l2 << 4));
+        }
+        m1 = (uint8_t)(m1 << 2);
+        m2 = (uint8_t)(m2 << 2);
+    }
+}
+
 static void quantize_q5_K(const float *x, uint8_t *y, int64_t nb) {
     uint8_t L[QK_K];
     for (int64_t i = 0; i < nb; i++, x += QK_K, y += 176) {
         memset(y, 0, 16);
         quantize_kx_super(x, 31, -0.5f, 15, y, L);
-        uint8_t *qh = y + 16, *ql = y + 48;
-        memset(qh, 0, QK_K / 8);
-        uint8_t m1 = 1, m2 = 2;
-        for (int n = 0; n < QK_K; n += 64, ql += 32) {
-            for (int j = 0; j < 32; j++) {
-                int l1 = L[n + j], l2 = L[n + j + 32];
-                if (l1 > 15) {
-                    l1 -= 16;
-                    qh[j] |= m1;
-                }
-                if (l2 > 15) {
-                    l2 -= 16;
-                    qh[j] |= m2;
-                }
-                ql[j] = (uint8_t)(l1 | (l2 << 4));
-            }
-            m1 = (uint8_t)(m1 << 2);
-            m2 = (uint8_t)(m2 << 2);
-        }
+        qt_gguf_q5_K_finish(x, L, y);
     }
 }
 
 /* q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: 16 groups of 16, 8-bit signed
  * scales against d = max_scale / -128, codes -32..31 (offset 32). */
+void qt_gguf_q6_K_finish(const float *x, const float *scales, int8_t *L, uint8_t *y) {
+    uint8_t *ql = y, *qh = y + 128, *ysc = y + 192, *yd = y + 208;
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < QK_K / 16; ib++) {
+        if (fabsf(scales[ib]) > max_abs_scale) {
+            max_abs_scale = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs_scale < GROUP_MAX_EPS) { /* ggml zeroes the whole block */
+        memset(y, 0, 210);
+        return;
+    }
+    float iscale = -128.f / max_scale;
+    put_f16(yd, 1 / iscale);
+    for (int ib = 0; ib < QK_K / 16; ib++)
+        ysc[ib] = (uint8_t)(int8_t)imin(127, nearest_int(iscale * scales[ib]));
+    const float dall = get_f16(yd);
+    for (int j = 0; j < QK_K / 16; j++) {
+        float d = dall * (float)(int8_t)ysc[j];
+        if (!d) continue;
+        for (int ii = 0; ii < 16; ii++) {
+            int l = nearest_int(x[16 * j + ii] / d);
+            L[16 * j + ii] = (int8_t)(imax(-32, imin(31, l)) + 32);
+        }
+    }
+    for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
+        for (int l = 0; l < 32; l++) {
+            const uint8_t q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF;
+            const uint8_t q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+            ql[l] = (uint8_t)(q1 | (q3 << 4));
+            ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+            qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                              ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+        }
+    }
+}
+
 static void quantize_q6_K(const float *x, uint8_t *y, int64_t nb) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < nb; i++, x += QK_K, y += 210) {
-        uint8_t *ql = y, *qh = y + 128, *ysc = y + 192, *yd = y + 208;
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < QK_K / 16; ib++) {
-            const float scale = qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            scales[ib] = scale;
-            if (fabsf(scale) > max_abs_scale) {
-                max_abs_scale = fabsf(scale);
-                max_scale = scale;
-            }
-        }
-        if (max_abs_scale < GROUP_MAX_EPS) { /* ggml zeroes the whole block */
-            memset(y, 0, 210);
-            continue;
-        }
-        float iscale = -128.f / max_scale;
-        put_f16(yd, 1 / iscale);
         for (int ib = 0; ib < QK_K / 16; ib++)
-            ysc[ib] = (uint8_t)(int8_t)imin(127, nearest_int(iscale * scales[ib]));
-        const float dall = get_f16(yd);
-        for (int j = 0; j < QK_K / 16; j++) {
-            float d = dall * (float)(int8_t)ysc[j];
-            if (!d) continue;
-            for (int ii = 0; ii < 16; ii++) {
-                int l = nearest_int(x[16 * j + ii] / d);
-                L[16 * j + ii] = (int8_t)(imax(-32, imin(31, l)) + 32);
-            }
-        }
-        for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
-            for (int l = 0; l < 32; l++) {
-                const uint8_t q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF;
-                const uint8_t q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
-                ql[l] = (uint8_t)(q1 | (q3 << 4));
-                ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
-                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
-                                  ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
-            }
-        }
+            scales[ib] = qt_gguf_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, NULL);
+        qt_gguf_q6_K_finish(x, scales, L, y);
     }
 }
 
@@ -641,6 +634,8 @@ bool qt_ggml_can_quantize(qt_ggml_type type) {
     case QT_GGML_Q4_K:
     case QT_GGML_Q5_K:
     case QT_GGML_Q6_K:
+    case QT_GGML_IQ4_NL:
+    case QT_GGML_IQ4_XS:
         return true;
     default:
         return false;
@@ -648,17 +643,21 @@ bool qt_ggml_can_quantize(qt_ggml_type type) {
 }
 
 qt_status qt_ggml_quantize_row(qt_ggml_type type, const float *src, void *dst, int64_t n) {
-    if (!qt_ggml_can_quantize(type))
-        return QT_ERROR(QT_EDTYPE, "ggml quantize: no quantizer for type %s (%d)",
-                        qt_ggml_type_name(type), (int)type);
-    const int64_t bs = qt_ggml_blck_size(type);
-    if (n < 0 || n % bs != 0)
-        return QT_ERROR(QT_EINVAL, "ggml quantize %s: row length %lld is not a multiple of %lld",
-                        qt_ggml_type_name(type), (long long)n, (long long)bs);
-    if (n > 0 && (!src || !dst))
-        return QT_ERROR(QT_EINVAL, "ggml quantize %s: NULL buffer", qt_ggml_type_name(type));
-    const int64_t nb = n / bs;
-    uint8_t *y = dst;
+    return qt_ggml_quantize_row_weighted(type, src, dst, n, NULL);
+}
+
+/* One row, arguments checked: what ggml_quantize_chunk does for a row of n values. */
+static void quantize_row(qt_ggml_type type, const float *src, uint8_t *y, int64_t n,
+                         const float *qw) {
+    const int64_t nb = n / qt_ggml_blck_size(type);
+    if (type == QT_GGML_IQ4_NL || type == QT_GGML_IQ4_XS) {
+        qt_gguf_quantize_row_iq4(type, src, y, n, qw);
+        return;
+    }
+    if (qw && type != QT_GGML_Q8_0) { /* quantize_q8_0 ignores quant_weights */
+        qt_gguf_quantize_row_imat(type, src, y, n, qw);
+        return;
+    }
     switch (type) {
     case QT_GGML_Q8_0: quantize_q8_0(src, y, nb); break;
     case QT_GGML_Q4_0: quantize_q4_0(src, y, nb); break;
@@ -670,8 +669,26 @@ qt_status qt_ggml_quantize_row(qt_ggml_type type, const float *src, void *dst, i
     case QT_GGML_Q4_K: quantize_q4_K(src, y, nb); break;
     case QT_GGML_Q5_K: quantize_q5_K(src, y, nb); break;
     case QT_GGML_Q6_K: quantize_q6_K(src, y, nb); break;
-    default: break; /* refused above */
+    default: break; /* refused by the callers */
     }
+}
+
+qt_status qt_ggml_quantize_row_weighted(qt_ggml_type type, const float *src, void *dst,
+                                        int64_t n, const float *importance) {
+    if (!qt_ggml_can_quantize(type))
+        return QT_ERROR(QT_EDTYPE, "ggml quantize: no quantizer for type %s (%d)",
+                        qt_ggml_type_name(type), (int)type);
+    const int64_t bs = qt_ggml_blck_size(type);
+    if (n < 0 || n % bs != 0)
+        return QT_ERROR(QT_EINVAL, "ggml quantize %s: row length %lld is not a multiple of %lld",
+                        qt_ggml_type_name(type), (long long)n, (long long)bs);
+    if (n > 0 && (!src || !dst))
+        return QT_ERROR(QT_EINVAL, "ggml quantize %s: NULL buffer", qt_ggml_type_name(type));
+    if (importance) {
+        qt_status s = qt_check_importance(importance, n);
+        if (s != QT_OK) return s;
+    }
+    quantize_row(type, src, dst, n, importance);
     return QT_OK;
 }
 
@@ -715,6 +732,8 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
     qt_status s = check_shape(f, rows, cols, &row_bytes);
     if (s != QT_OK) return s;
     if ((s = qt_check_finite(w, rows, cols)) != QT_OK) return s;
+    const float *qw = f->importance;
+    if (qw && (s = qt_check_importance(qw, cols)) != QT_OK) return s;
     uint8_t *blocks = malloc((size_t)rows * row_bytes);
     if (!blocks)
         return QT_ERROR(QT_ENOMEM, "gguf quantize: %zu bytes of blocks", (size_t)rows * row_bytes);
@@ -728,7 +747,7 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             if (!chk) continue;
-            qt_ggml_quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols);
+            quantize_row(type, w + r * cols, blocks + (size_t)r * row_bytes, cols, qw);
             qt_ggml_dequantize(type, blocks + (size_t)r * row_bytes, chk, cols);
             if (!row_finite(chk, cols)) {
 #pragma omp critical(qt_gguf_bad_row)
@@ -746,6 +765,7 @@ qt_status qt_gguf_quantize(const qt_qformat *f, const float *w, int64_t rows, in
         return scale_overflow(f, bad_row);
     }
     out->fmt = *f;
+    out->fmt.importance = NULL; /* borrowed by the call only (qt_quant.h) */
     out->rows = rows;
     out->cols = cols;
     out->blocks = blocks;
@@ -770,6 +790,8 @@ qt_status qt_gguf_fake_quant(const qt_qformat *f, const float *w, int64_t rows, 
     qt_status s = check_shape(f, rows, cols, &row_bytes);
     if (s != QT_OK) return s;
     if ((s = qt_check_finite(w, rows, cols)) != QT_OK) return s;
+    const float *qw = f->importance;
+    if (qw && (s = qt_check_importance(qw, cols)) != QT_OK) return s;
     const qt_ggml_type type = f->ggml;
     int failed = 0;
     int64_t bad_row = -1;
@@ -782,7 +804,7 @@ qt_status qt_gguf_fake_quant(const qt_qformat *f, const float *w, int64_t rows, 
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             if (!buf) continue;
-            qt_ggml_quantize_row(type, w + r * cols, buf, cols);
+            quantize_row(type, w + r * cols, buf, cols, qw);
             qt_ggml_dequantize(type, buf, out + r * cols, cols);
             if (!row_finite(out + r * cols, cols)) {
 #pragma omp critical(qt_gguf_bad_row)

@@ -38,5 +38,8 @@ qt_status qt_gguf_fake_quant(const qt_qformat *f, const float *w, int64_t rows, 
 
 /* qformat.c: QT_ENUMERIC naming the first non-finite (row, col) of w, or QT_OK. */
 qt_status qt_check_finite(const float *w, int64_t rows, int64_t cols);
+/* qformat.c: QT_EINVAL naming the first importance value (of n) that is not finite and
+ * >= 0, or QT_OK. */
+qt_status qt_check_importance(const float *importance, int64_t n);
 
 #endif

@@ -220,7 +220,8 @@ static const struct {
     {"q8_0", QT_GGML_Q8_0, 2, {64, 4, 1, 1}},    {"q8_0_3d", QT_GGML_Q8_0, 3, {32, 3, 2, 1}},
     {"q2_k", QT_GGML_Q2_K, 2, {512, 2, 1, 1}},   {"q3_k", QT_GGML_Q3_K, 2, {512, 2, 1, 1}},
     {"q4_k", QT_GGML_Q4_K, 2, {512, 2, 1, 1}},   {"q5_k", QT_GGML_Q5_K, 2, {512, 2, 1, 1}},
-    {"q6_k", QT_GGML_Q6_K, 2, {512, 2, 1, 1}},
+    {"q6_k", QT_GGML_Q6_K, 2, {512, 2, 1, 1}},   {"iq4_nl", QT_GGML_IQ4_NL, 2, {512, 2, 1, 1}},
+    {"iq4_xs", QT_GGML_IQ4_XS, 2, {512, 2, 1, 1}},
 };
 #define N_REF ((int)(sizeof ref_tensors / sizeof *ref_tensors))
 
@@ -346,7 +347,8 @@ static void test_dequantize_api(void) {
         {QT_GGML_Q5_1, 32, 24, "Q5_1"},   {QT_GGML_Q8_0, 32, 34, "Q8_0"},
         {QT_GGML_Q2_K, 256, 84, "Q2_K"},  {QT_GGML_Q3_K, 256, 110, "Q3_K"},
         {QT_GGML_Q4_K, 256, 144, "Q4_K"}, {QT_GGML_Q5_K, 256, 176, "Q5_K"},
-        {QT_GGML_Q6_K, 256, 210, "Q6_K"}, {QT_GGML_I8, 1, 1, "I8"},
+        {QT_GGML_Q6_K, 256, 210, "Q6_K"}, {QT_GGML_IQ4_NL, 32, 18, "IQ4_NL"},
+        {QT_GGML_IQ4_XS, 256, 136, "IQ4_XS"}, {QT_GGML_I8, 1, 1, "I8"},
         {QT_GGML_I16, 1, 2, "I16"},       {QT_GGML_I32, 1, 4, "I32"},
         {QT_GGML_I64, 1, 8, "I64"},       {QT_GGML_F64, 1, 8, "F64"},
     };

@@ -5,9 +5,10 @@
  * Fixture gguf_quant_ref.safetensors (gen_gguf_quant_fixtures.py): a 40 x 512 matrix x
  * (adversarial rows first: zeros, constants, an outlier, 1e-30, 1e-40, 1e4, 6e4, ties, zero
  * sub-blocks, sparse, ...), and for each of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K
- * Q6_K the reference bytes of every row (gguf-py's quantizers for the 32-blocks, which
- * the generator checks equal llama.cpp's; llama.cpp's llama_model_quantize for the
- * K-quants) and gguf-py's dequantization of the first 8 rows. Checked here:
+ * Q6_K IQ4_NL IQ4_XS the reference bytes of every row (gguf-py's quantizers for the
+ * 32-blocks, which the generator checks equal llama.cpp's; llama.cpp's
+ * llama_model_quantize, no imatrix, for the K-quants and IQ4) and gguf-py's
+ * dequantization of the first 8 rows. Checked here:
  *   - qt_ggml_quantize_row bytes == the reference (a mismatch reports its count of
  *     differing blocks), and qt_ggml_dequantize of our bytes == gguf-py, bit for bit;
  *   - qt_gguf_quantize / qt_gguf_dequantize / qt_gguf_fake_quant (mask, aliasing) agree
@@ -30,7 +31,7 @@ static const struct {
     {"Q8_0", QT_GGML_Q8_0}, {"Q4_0", QT_GGML_Q4_0}, {"Q4_1", QT_GGML_Q4_1},
     {"Q5_0", QT_GGML_Q5_0}, {"Q5_1", QT_GGML_Q5_1}, {"Q2_K", QT_GGML_Q2_K},
     {"Q3_K", QT_GGML_Q3_K}, {"Q4_K", QT_GGML_Q4_K}, {"Q5_K", QT_GGML_Q5_K},
-    {"Q6_K", QT_GGML_Q6_K},
+    {"Q6_K", QT_GGML_Q6_K}, {"IQ4_NL", QT_GGML_IQ4_NL}, {"IQ4_XS", QT_GGML_IQ4_XS},
 };
 #define N_TYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
 
