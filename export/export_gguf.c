@@ -66,6 +66,8 @@ static uint32_t file_type(const qt_qmodel *qm, qt_ggml_type float_type) {
     case QT_GGML_Q4_K: return q6 ? 15 : 14;
     case QT_GGML_Q5_K: return q6 ? 17 : 16;
     case QT_GGML_Q6_K: return 18;
+    case QT_GGML_IQ4_NL: return 25;
+    case QT_GGML_IQ4_XS: return 30;
     default: return float_type == QT_GGML_F16 ? 1 : 0;
     }
 }
@@ -176,7 +178,7 @@ static qt_status check(const qt_qmodel *qm, const qt_export_opts *o, const char 
             return QT_ERROR(QT_EINVAL,
                             "gguf export: layer %s is quantized as %s; GGUF export needs a "
                             "GGUF block type (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, "
-                            "q5_k, q6_k) or a float layer",
+                            "q5_k, q6_k, iq4_nl, iq4_xs) or a float layer",
                             l->name, fs);
         if (l->perm)
             return QT_ERROR(QT_EINVAL,

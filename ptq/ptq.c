@@ -118,13 +118,12 @@ qt_status qt_ptq_quantize_param(qt_qmodel *qm, const qt_qformat *f, qt_tensor *w
     return qt_qmodel_add(qm, w->name, &q, NULL);
 }
 
-/* llama.cpp's fallback for a K-quant on a tensor whose rows are not a multiple of 256
- * (llama-quant.cpp, "convert_incompatible_tensor"): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K ->
- * Q8_0; Q2_K / Q3_K -> Q4_0 (llama.cpp now uses IQ4_NL there, which qtrain lacks). */
-static bool kquant_fallback(const qt_qformat *f, int64_t cols, qt_qformat *out) {
-    if (f->kind != QT_QF_GGUF || cols % 256 == 0) return false;
+bool qt_ggml_fallback(qt_ggml_type type, int64_t cols, qt_ggml_type *out) {
+    const int64_t bs = qt_ggml_blck_size(type);
+    if (bs <= 0 || cols % bs == 0) return false;
     qt_ggml_type t;
-    switch (f->ggml) {
+    switch (type) { /* llama-quant.cpp tensor_type_fallback */
+    case QT_GGML_IQ4_XS: t = QT_GGML_IQ4_NL; break;
     case QT_GGML_Q2_K:
     case QT_GGML_Q3_K: t = QT_GGML_Q4_0; break;
     case QT_GGML_Q4_K: t = QT_GGML_Q5_0; break;
@@ -132,27 +131,58 @@ static bool kquant_fallback(const qt_qformat *f, int64_t cols, qt_qformat *out) 
     case QT_GGML_Q6_K: t = QT_GGML_Q8_0; break;
     default: return false;
     }
-    if (cols % 32) return false;
-    *out = *f;
-    out->ggml = t;
+    if (cols % qt_ggml_blck_size(t)) return false; /* llama.cpp: F16 */
+    *out = t;
     return true;
 }
 
+/* RTN of one selected weight: the format (llama.cpp's fallback type when the GGUF block
+ * does not fit the rows, said on `log` and recorded in the layer), the importance
+ * vector from cfg->imatrix for GGUF formats, then the quantizer core. */
+static qt_status rtn_param(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w,
+                           FILE *log) {
+    qt_qformat f = cfg->fmt;
+    qt_ggml_type fb = QT_GGML_F32, from = QT_GGML_F32;
+    if (f.kind == QT_QF_GGUF && qt_ggml_fallback(f.ggml, w->shape[1], &fb)) {
+        if (log)
+            fprintf(log, "qtrain quantize: %s: %lld inputs are not a multiple of %lld: %s instead "
+                         "of %s (llama.cpp's fallback)\n", w->name, (long long)w->shape[1],
+                    (long long)qt_ggml_blck_size(f.ggml), qt_ggml_type_name(fb),
+                    qt_ggml_type_name(f.ggml));
+        from = f.ggml;
+        f.ggml = fb;
+    }
+    float *imp = NULL;
+    if (cfg->imatrix) {
+        imp = malloc((size_t)w->shape[1] * sizeof *imp);
+        if (!imp) return QT_ERROR(QT_ENOMEM, "rtn: out of memory");
+        qt_status st = qt_imatrix_weights_for(cfg->imatrix, m, w, imp);
+        if (st != QT_OK) {
+            free(imp);
+            return st;
+        }
+        f.importance = imp;
+    }
+    qt_status st = qt_ptq_quantize_param(qm, &f, w);
+    free(imp);
+    if (st == QT_OK) qm->layers[qm->n - 1].fallback_from = from;
+    return st;
+}
+
 static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, FILE *log) {
+    if (cfg->imatrix && cfg->fmt.kind != QT_QF_GGUF)
+        return QT_ERROR(QT_EINVAL, "rtn: an importance matrix (imatrix) applies to the GGUF "
+                                   "formats only, got %s",
+                        qt_qformat_str(&cfg->fmt, (char[96]){0}, 96));
+    if (cfg->imatrix) {
+        qt_status st = qt_imatrix_check_model(cfg->imatrix, m);
+        if (st != QT_OK) return st;
+    }
     qt_paramset *ps = qt_model_params(m);
     for (int p = 0; p < ps->n; p++) {
         qt_tensor *w = ps->params[p];
         if (!qt_ptq_selected(cfg, m, w)) continue;
-        qt_qformat f = cfg->fmt, fb;
-        if (kquant_fallback(&cfg->fmt, w->shape[1], &fb)) {
-            if (log)
-                fprintf(log, "qtrain quantize: %s: %lld inputs are not a multiple of 256: %s "
-                             "instead of %s (llama.cpp's fallback)\n", w->name,
-                        (long long)w->shape[1], qt_ggml_type_name(fb.ggml),
-                        qt_ggml_type_name(cfg->fmt.ggml));
-            f = fb;
-        }
-        qt_status st = qt_ptq_quantize_param(qm, &f, w);
+        qt_status st = rtn_param(m, cfg, qm, w, log);
         if (st != QT_OK) return st;
     }
     return QT_OK;
@@ -216,6 +246,10 @@ qt_status qt_ptq_run(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cali
     if (m->arch != QT_ARCH_LLAMA)
         return QT_ERROR(QT_ENOTSUP, "%s: only Llama-family models (GPT-2: use rtn)",
                         names[cfg->method]);
+    if (cfg->imatrix)
+        return QT_ERROR(QT_EINVAL, "%s: an importance matrix (imatrix) is for RTN into a GGUF "
+                                   "format; %s computes its own statistics",
+                        names[cfg->method], names[cfg->method]);
     if (m->llama.hook.linear || m->llama.hook.embedding)
         return QT_ERROR(QT_ESTATE, "%s: the model already has a hook (QAT or LoRA); PTQ "
                                    "needs a plain model",

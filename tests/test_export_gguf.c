@@ -223,8 +223,8 @@ static void out_path(char *buf, size_t n, const char *name) {
 
 /* ------------------------------------------------------------------- cases ---- */
 
-static const char *const MIX[] = {"q8_0", "q4_0", "q4_1", "q5_0", NULL, "q5_1", "q2_k",
-                                  "q3_k", "q4_k", "q5_k", "q6_k"};
+static const char *const MIX[] = {"q8_0", "q4_0", "q4_1", "q5_0", NULL,   "q5_1",  "q2_k",
+                                  "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"};
 
 /* A Llama with its Linears in a mix of every type; round trip and metadata. */
 static void test_mix(bool tied, bool qkv_bias, qt_ggml_type float_type, const char *name) {
@@ -364,6 +364,7 @@ static void test_file_type(void) {
         {"q8_0", "q8_0", QT_GGML_F32, 7},  {"q4_0", "q4_0", QT_GGML_F32, 2},
         {"q4_k", "q6_k", QT_GGML_F32, 15}, {"q4_k", "q4_k", QT_GGML_F32, 14},
         {"q5_k", "q5_k", QT_GGML_F16, 16}, {"q6_k", "q6_k", QT_GGML_F32, 18},
+        {"iq4_nl", "iq4_nl", QT_GGML_F32, 25}, {"iq4_xs", "iq4_xs", QT_GGML_F32, 30},
         {NULL, NULL, QT_GGML_F16, 1},      {NULL, NULL, QT_GGML_F32, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {

@@ -2,7 +2,7 @@
 # test_export_llamacpp.sh GGUF_EXPORT_TOOL QTRAIN LLAMACPP_PPL_PY - llama.cpp runs what
 # qtrain's GGUF exporter writes, and computes the same perplexity qtrain does:
 #  - gguf_export_tool trains a tiny byte-level Llama on repetitive text and writes it as
-#    F32, Q8_0, Q4_0 and Q4_K GGUF files (bytes tokenizer); then a Qwen2-style one (q/k/v
+#    F32, Q8_0, Q4_0, Q4_K, IQ4_NL and IQ4_XS GGUF files (bytes tokenizer); then a Qwen2-style one (q/k/v
 #    bias, architecture "qwen2") as F32, Q8_0 and Q6_K;
 #  - for each, llamacpp_ppl.py (llama-cpp-python) loads it, generates, checks that its
 #    token ids are the bytes, and prints its perplexity on held-out text with
@@ -78,6 +78,6 @@ compare() {
   fi
 }
 
-run_case llama "" f32 q8_0 q4_0 q4_k
+run_case llama "" f32 q8_0 q4_0 q4_k iq4_nl iq4_xs
 run_case qwen2 --qkv-bias f32 q8_0 q6_k
 finish test_export_llamacpp

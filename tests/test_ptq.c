@@ -409,8 +409,9 @@ static void test_models(void) {
     qt_model_free(&m);
 }
 
-/* a K-quant on a Linear whose inputs are not a multiple of 256 falls back as llama.cpp's
- * quantizer does (Q4_K -> Q5_0 for ffn_down of width 384) */
+/* a K-quant or IQ4_XS on a Linear whose inputs are not a multiple of 256 falls back as
+ * llama.cpp's quantizer does (Q4_K -> Q5_0, IQ4_XS -> IQ4_NL for ffn_down of width 384),
+ * and the layer records it */
 static void test_kquant_fallback(void) {
     qt_llama_config cfg = {.vocab_size = 256, .dim = 256, .n_layers = 1, .n_heads = 4,
                            .n_kv_heads = 4, .ffn_dim = 384, .rope_theta = 10000.0f,
@@ -429,10 +430,26 @@ static void test_kquant_fallback(void) {
         int k4 = 0, q50 = 0;
         for (int i = 0; i < qm.n; i++) {
             bool down = strstr(qm.layers[i].name, "down_proj") != NULL;
-            k4 += !down && qm.layers[i].q.fmt.ggml == QT_GGML_Q4_K;
-            q50 += down && qm.layers[i].q.fmt.ggml == QT_GGML_Q5_0;
+            k4 += !down && qm.layers[i].q.fmt.ggml == QT_GGML_Q4_K &&
+                  qm.layers[i].fallback_from == QT_GGML_F32;
+            q50 += down && qm.layers[i].q.fmt.ggml == QT_GGML_Q5_0 &&
+                   qm.layers[i].fallback_from == QT_GGML_Q4_K;
         }
         CHECK(k4 == 6 && q50 == 1, "q4_k on 6 layers (%d), q5_0 on down_proj (%d)", k4, q50);
+        qt_qmodel_free(&qm);
+    }
+    /* IQ4_XS -> IQ4_NL (llama-quant.cpp tensor_type_fallback) */
+    CHECK(qt_qformat_parse("iq4_xs", &c.fmt) == QT_OK, "parse iq4_xs");
+    st = qt_ptq_run(&m, &c, NULL, NULL, &qm);
+    CHECK(st == QT_OK && qm.n == 7, "rtn iq4_xs: %s", qt_error_message());
+    if (st == QT_OK) {
+        int xs = 0, nl = 0;
+        for (int i = 0; i < qm.n; i++) {
+            xs += qm.layers[i].q.fmt.ggml == QT_GGML_IQ4_XS;
+            nl += qm.layers[i].q.fmt.ggml == QT_GGML_IQ4_NL &&
+                  qm.layers[i].fallback_from == QT_GGML_IQ4_XS;
+        }
+        CHECK(xs == 6 && nl == 1, "iq4_xs on 6 layers (%d), iq4_nl on down_proj (%d)", xs, nl);
         qt_qmodel_free(&qm);
     }
     qt_model_free(&m);
