@@ -108,8 +108,7 @@ static int model_linears(const qt_model *m, bool with_output, const qt_tensor **
     return n;
 }
 
-qt_status qt_imatrix_weights_for(const qt_imatrix *im, const qt_model *m, const qt_tensor *w,
-                                 float *out) {
+qt_status qt_imatrix_weights_for(const qt_imatrix *im, const qt_tensor *w, float *out) {
     char g[128];
     if (!qt_gguf_name_of(w->name, g, sizeof g))
         return QT_ERROR(QT_EINVAL, "%s: %s has no GGUF name, so no importance-matrix entry",
@@ -125,7 +124,6 @@ qt_status qt_imatrix_weights_for(const qt_imatrix *im, const qt_model *m, const 
                         im_path(im), g, (long long)e->n, w->name,
                         (long long)(w->ndim == 2 ? w->shape[1] : -1));
     qt_imatrix_weights(im, e, out);
-    (void)m;
     return QT_OK;
 }
 

@@ -139,7 +139,7 @@ bool qt_ggml_fallback(qt_ggml_type type, int64_t cols, qt_ggml_type *out) {
 /* RTN of one selected weight: the format (llama.cpp's fallback type when the GGUF block
  * does not fit the rows, said on `log` and recorded in the layer), the importance
  * vector from cfg->imatrix for GGUF formats, then the quantizer core. */
-static qt_status rtn_param(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w,
+static qt_status rtn_param(const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w,
                            FILE *log) {
     qt_qformat f = cfg->fmt;
     qt_ggml_type fb = QT_GGML_F32, from = QT_GGML_F32;
@@ -156,7 +156,7 @@ static qt_status rtn_param(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm,
     if (cfg->imatrix) {
         imp = malloc((size_t)w->shape[1] * sizeof *imp);
         if (!imp) return QT_ERROR(QT_ENOMEM, "rtn: out of memory");
-        qt_status st = qt_imatrix_weights_for(cfg->imatrix, m, w, imp);
+        qt_status st = qt_imatrix_weights_for(cfg->imatrix, w, imp);
         if (st != QT_OK) {
             free(imp);
             return st;
@@ -182,7 +182,7 @@ static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, F
     for (int p = 0; p < ps->n; p++) {
         qt_tensor *w = ps->params[p];
         if (!qt_ptq_selected(cfg, m, w)) continue;
-        qt_status st = rtn_param(m, cfg, qm, w, log);
+        qt_status st = rtn_param(cfg, qm, w, log);
         if (st != QT_OK) return st;
     }
     return QT_OK;

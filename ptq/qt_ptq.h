@@ -190,11 +190,10 @@ const qt_imatrix_entry *qt_imatrix_find(const qt_imatrix *im, const char *gguf_n
 /* llama-quantize's quant_weights for an entry (load_imatrix): GGUF sums / count (all 1
  * when count is 0); legacy sums / ncall (the sums when ncall is 0). out: (e->n). */
 void qt_imatrix_weights(const qt_imatrix *im, const qt_imatrix_entry *e, float *out);
-/* The importance of weight w (a parameter of m, (out, in)) into out (in floats): the
+/* The importance of weight w (a Llama parameter, (out, in)) into out (in floats): the
  * entry of its GGUF name. QT_EINVAL naming the tensor and the file when the imatrix has
  * no entry for it or the entry's size is not w's input count. */
-qt_status qt_imatrix_weights_for(const qt_imatrix *im, const qt_model *m, const qt_tensor *w,
-                                 float *out);
+qt_status qt_imatrix_weights_for(const qt_imatrix *im, const qt_tensor *w, float *out);
 /* An imatrix of this model: every entry names a Linear weight of m (GGUF names) with
  * its input count; QT_EINVAL naming the first entry that does not, and the file. */
 qt_status qt_imatrix_check_model(const qt_imatrix *im, const qt_model *m);

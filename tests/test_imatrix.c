@@ -117,7 +117,16 @@ static void test_collect(qt_imatrix *im_out) {
             worst = d > worst ? d : worst;
         }
     CHECK(worst < 1e-4, "batch 1 vs 4: relative %.3g", worst);
-    if (st == QT_OK) qt_imatrix_free(&im1);
+    if (st == QT_OK) { /* no dataset name: an empty imatrix.datasets array */
+        qt_imatrix back;
+        CHECK(qt_imatrix_save(&im1, tpath("nods.gguf"), false) == QT_OK &&
+                  qt_imatrix_load(tpath("nods.gguf"), &back) == QT_OK && back.n_datasets == 0 &&
+                  back.n == 14,
+              "no datasets: %s", qt_error_message());
+        qt_imatrix_free(&back);
+        unlink(tpath("nods.gguf"));
+        qt_imatrix_free(&im1);
+    }
     /* --process-output: the untied lm_head as output.weight */
     st = qt_imatrix_collect(&m, &cal, 4, true, NULL, &imo);
     CHECK(st == QT_OK && imo.n == 15 && !strcmp(imo.e[14].name, "output.weight") &&
@@ -372,7 +381,7 @@ static void test_ptq(const qt_imatrix *im0) {
     for (int i = 0; st == QT_OK && i < qm.n; i++) {
         qt_tensor *w = param(&fresh, qm.layers[i].name);
         float *imp = malloc((size_t)w->shape[1] * sizeof *imp);
-        CHECK(qt_imatrix_weights_for(&im, &fresh, w, imp) == QT_OK, "weights_for %s", w->name);
+        CHECK(qt_imatrix_weights_for(&im, w, imp) == QT_OK, "weights_for %s", w->name);
         qt_qformat f = c.fmt;
         f.importance = imp;
         qt_qtensor q;
@@ -402,7 +411,7 @@ static void test_ptq(const qt_imatrix *im0) {
                qm.layers[i].fallback_from != QT_GGML_IQ4_XS;
         qt_tensor *w = param(&fresh, qm.layers[i].name);
         float *imp = malloc((size_t)w->shape[1] * sizeof *imp);
-        qt_imatrix_weights_for(&im, &fresh, w, imp);
+        qt_imatrix_weights_for(&im, w, imp);
         qt_qformat f = {.kind = QT_QF_GGUF, .ggml = QT_GGML_IQ4_NL, .importance = imp};
         qt_qtensor q;
         if (qt_quantize(&f, w->data, w->shape[0], w->shape[1], &q) == QT_OK) {

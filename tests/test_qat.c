@@ -605,7 +605,8 @@ int main(void) {
     }
     test_act_nan();
     test_lsq_nonpositive_scale();
-    const char *fmts[] = {"int4", "int8", "nf4", "fp4", "fp8_e4m3", "fp8_e5m2", "q4_0", "q8_0"};
+    const char *fmts[] = {"int4", "int8", "nf4",  "fp4",  "fp8_e4m3",
+                          "fp8_e5m2", "q4_0", "q8_0", "iq4_nl"};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) test_prepare_convert(fmts[i], false);
     test_prepare_convert("int4", true);
     test_selection_and_errors();

@@ -245,6 +245,7 @@ static int n_formats_checked;
 static void check_format(const qt_qformat *f) {
     char fname[64], what[128];
     qt_qformat_str(f, fname, sizeof fname);
+    if (f->importance) strncat(fname, " imatrix", sizeof fname - strlen(fname) - 1);
     static float w[PR * PC], o1[PR * PC], o2[PR * PC], o3[PR * PC];
     static uint8_t mask[PR * PC];
     n_formats_checked++;
@@ -342,15 +343,19 @@ static void test_properties(void) {
         }
     static const qt_ggml_type gg[] = {QT_GGML_Q8_0, QT_GGML_Q4_0, QT_GGML_Q4_1, QT_GGML_Q5_0,
                                       QT_GGML_Q5_1, QT_GGML_Q2_K, QT_GGML_Q3_K, QT_GGML_Q4_K,
-                                      QT_GGML_Q5_K, QT_GGML_Q6_K};
-    for (int i = 0; i < 10; i++) {
-        qt_qformat f = {.kind = QT_QF_GGUF, .ggml = gg[i]};
-        if (!qt_ggml_can_quantize(gg[i])) {
-            qt_check_case(0, qt_ggml_type_name(gg[i]), "GGUF type not quantizable yet");
-            continue;
+                                      QT_GGML_Q5_K, QT_GGML_Q6_K, QT_GGML_IQ4_NL, QT_GGML_IQ4_XS};
+    /* an importance vector per column (llama.cpp's quant_weights), some zero */
+    static float imp[PC];
+    for (int c = 0; c < PC; c++) imp[c] = c % 7 == 3 ? 0.0f : 0.05f + (float)((c * 37) % 101);
+    for (int i = 0; i < (int)(sizeof gg / sizeof gg[0]); i++)
+        for (int w = 0; w < 2; w++) {
+            qt_qformat f = {.kind = QT_QF_GGUF, .ggml = gg[i], .importance = w ? imp : NULL};
+            if (!qt_ggml_can_quantize(gg[i])) {
+                qt_check_case(0, qt_ggml_type_name(gg[i]), "GGUF type not quantizable yet");
+                continue;
+            }
+            check_format(&f);
         }
-        check_format(&f);
-    }
     printf("property test: %d formats x %d inputs\n", n_formats_checked, IN_COUNT);
 }
 
