@@ -21,5 +21,5 @@ if(TARGET qtrain AND TARGET qt_train)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_export_llamacpp.sh
                    $<TARGET_FILE:gguf_export_tool> $<TARGET_FILE:qtrain>
                    ${CMAKE_CURRENT_SOURCE_DIR}/llamacpp_ppl.py)
-  set_tests_properties(test_export_llamacpp PROPERTIES LABELS export TIMEOUT 900)
+  set_tests_properties(test_export_llamacpp PROPERTIES LABELS export TIMEOUT 1200)
 endif()
