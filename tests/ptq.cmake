@@ -24,7 +24,7 @@ endif()
 add_test(NAME test_imatrix_llamacpp
          COMMAND ${QT_IMATRIX_PY} ${CMAKE_CURRENT_SOURCE_DIR}/test_imatrix_llamacpp.py
                  $<TARGET_FILE:imatrix_tool> ${CMAKE_SOURCE_DIR}/scripts/build_llama_tools.sh)
-set_tests_properties(test_imatrix_llamacpp PROPERTIES LABELS ptq TIMEOUT 1800)
+set_tests_properties(test_imatrix_llamacpp PROPERTIES LABELS ptq TIMEOUT 3600)
 # ptq: the importance matrix on its own: collect (against a double recomputation of the
 # first block's input), GGUF and legacy files incl. malformed ones, RTN with an imatrix,
 # llama.cpp's type fallbacks.
