@@ -137,18 +137,16 @@ bool qt_ggml_fallback(qt_ggml_type type, int64_t cols, qt_ggml_type *out) {
 }
 
 /* RTN of one selected weight: the format (llama.cpp's fallback type when the GGUF block
- * does not fit the rows, said on `log` and recorded in the layer), the importance
- * vector from cfg->imatrix for GGUF formats, then the quantizer core. */
-static qt_status rtn_param(const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w,
-                           FILE *log) {
+ * does not fit the rows: reported through qt_log and recorded in the layer), the
+ * importance vector from cfg->imatrix for GGUF formats, then the quantizer core. */
+static qt_status rtn_param(const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w) {
     qt_qformat f = cfg->fmt;
     qt_ggml_type fb = QT_GGML_F32, from = QT_GGML_F32;
     if (f.kind == QT_QF_GGUF && qt_ggml_fallback(f.ggml, w->shape[1], &fb)) {
-        if (log)
-            fprintf(log, "qtrain quantize: %s: %lld inputs are not a multiple of %lld: %s instead "
-                         "of %s (llama.cpp's fallback)\n", w->name, (long long)w->shape[1],
-                    (long long)qt_ggml_blck_size(f.ggml), qt_ggml_type_name(fb),
-                    qt_ggml_type_name(f.ggml));
+        qt_log(QT_LOG_WARN, "%s: %lld inputs are not a multiple of %lld: %s instead of %s "
+                            "(llama.cpp's fallback)", w->name, (long long)w->shape[1],
+               (long long)qt_ggml_blck_size(f.ggml), qt_ggml_type_name(fb),
+               qt_ggml_type_name(f.ggml));
         from = f.ggml;
         f.ggml = fb;
     }
@@ -169,7 +167,7 @@ static qt_status rtn_param(const qt_ptq_config *cfg, qt_qmodel *qm, qt_tensor *w
     return st;
 }
 
-static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, FILE *log) {
+static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm) {
     if (cfg->imatrix && cfg->fmt.kind != QT_QF_GGUF)
         return QT_ERROR(QT_EINVAL, "rtn: an importance matrix (imatrix) applies to the GGUF "
                                    "formats only, got %s",
@@ -182,7 +180,7 @@ static qt_status run_rtn(qt_model *m, const qt_ptq_config *cfg, qt_qmodel *qm, F
     for (int p = 0; p < ps->n; p++) {
         qt_tensor *w = ps->params[p];
         if (!qt_ptq_selected(cfg, m, w)) continue;
-        qt_status st = rtn_param(cfg, qm, w, log);
+        qt_status st = rtn_param(cfg, qm, w);
         if (st != QT_OK) return st;
     }
     return QT_OK;
@@ -236,7 +234,7 @@ qt_status qt_ptq_run(qt_model *m, const qt_ptq_config *cfg, const qt_calib *cali
     qt_status st = check_selection(cfg, m);
     if (st != QT_OK) return st;
     if (cfg->method == QT_PTQ_RTN) {
-        st = run_rtn(m, cfg, out, log);
+        st = run_rtn(m, cfg, out);
         if (st == QT_OK && out->n == 0)
             st = QT_ERROR(QT_ENOTSUP, "rtn: no Linear layer to quantize (PTQ quantizes the "
                                       "Llama family's projections; GPT-2 is not supported)");

@@ -202,7 +202,8 @@ qt_status qt_imatrix_check_model(const qt_imatrix *im, const qt_model *m);
  * (llama-quant.cpp tensor_type_fallback): IQ4_XS -> IQ4_NL; Q2_K, Q3_K -> Q4_0; Q4_K ->
  * Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0. Returns false (out untouched) when `type` fits or
  * has no fallback that fits (llama.cpp then writes F16, which a qtrain quantized layer
- * cannot be: the format check refuses the layer). */
+ * cannot be: the format check refuses the layer). RTN (qt_ptq_run) applies it to each
+ * layer, records it in qt_qlinear.fallback_from and reports it with qt_log (warning). */
 bool qt_ggml_fallback(qt_ggml_type type, int64_t cols, qt_ggml_type *out);
 
 /* The matrix-level algorithms, for tests and benchmarks:

@@ -409,6 +409,12 @@ static void test_models(void) {
     qt_model_free(&m);
 }
 
+static char g_log[2048];
+static void capture_log(void *user, qt_log_level level, const char *msg) {
+    (void)user;
+    if (level == QT_LOG_WARN) snprintf(g_log + strlen(g_log), sizeof g_log - strlen(g_log), "%s\n", msg);
+}
+
 /* a K-quant or IQ4_XS on a Linear whose inputs are not a multiple of 256 falls back as
  * llama.cpp's quantizer does (Q4_K -> Q5_0, IQ4_XS -> IQ4_NL for ffn_down of width 384),
  * and the layer records it */
@@ -424,7 +430,13 @@ static void test_kquant_fallback(void) {
     qt_ptq_config_defaults(&c, QT_PTQ_RTN);
     CHECK(qt_qformat_parse("q4_k", &c.fmt) == QT_OK, "parse q4_k");
     qt_qmodel qm;
+    g_log[0] = 0;
+    qt_log_set(capture_log, NULL);
     qt_status st = qt_ptq_run(&m, &c, NULL, NULL, &qm);
+    qt_log_set(NULL, NULL);
+    CHECK(strstr(g_log, "model.layers.0.mlp.down_proj.weight: 384 inputs") &&
+              strstr(g_log, "Q5_0 instead of Q4_K") && !strstr(g_log, "q_proj"),
+          "the fallback is reported through qt_log: \"%s\"", g_log);
     CHECK(st == QT_OK && qm.n == 7, "rtn q4_k: %s", qt_error_message());
     if (st == QT_OK) {
         int k4 = 0, q50 = 0;

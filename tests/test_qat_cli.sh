@@ -33,6 +33,8 @@ expect 2 "qat.activation.format int8 cannot apply to the token embedding" -- tra
 expect 2 '"*.q_projection" matches no Linear layer' -- train "$tmp/b5.yaml"
 { base b6; printf 'qat:\n  weight: {format: q4_k}\n'; } >"$tmp/b6.yaml"
 expect 2 "256" -- train "$tmp/b6.yaml"
+{ base b6x; printf 'qat:\n  weight: {format: iq4_xs}\n'; } >"$tmp/b6x.yaml"
+expect 2 "256" -- train "$tmp/b6x.yaml"
 { base b7; printf 'qat:\n  activation: {format: int8, granularity: per_token, dynamic: false}\n'; } >"$tmp/b7.yaml"
 expect 2 "per_token scales are dynamic" -- train "$tmp/b7.yaml"
 { base b8; printf 'qat:\n  layers: "*_proj"\n'; } >"$tmp/b8.yaml"
@@ -74,6 +76,12 @@ rtn=$(ppl_of float --qat "$tmp/qat.yaml")
 [ -n "$fl" ] && [ -n "$rtn" ] && [ "$fl" != "$rtn" ] && ok || bad "RTN ppl '$rtn' vs float '$fl'"
 expect 2 "has no qat: section" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --qat "$tmp/float.yaml"
 expect 2 "--convert needs a QAT model" -- eval "$tmp/float/checkpoint.h5" --data "$tmp/val.txt" --convert
+
+# a GGUF non-linear format: fake-quant eval equals the converted weights' eval
+qat_run iq 6 '  weight: {format: iq4_nl}'
+i1=$(ppl_of iq)
+i2=$(ppl_of iq --convert)
+[ -n "$i1" ] && [ "$i1" = "$i2" ] && ok || bad "iq4_nl: fake-quant '$i1' != converted '$i2'"
 
 # static per-tensor activations: the observers' ranges are saved with the checkpoint and
 # used by eval (calibrating afresh on the first window, as --qat does, gives another number)

@@ -97,7 +97,7 @@ static const keydef keys[] = {
      "final lr as a fraction of lr (cosine, linear)"},
     {"qat.weight.format", K_STR, F(qat.weight.format), 0, 0,
      "none|int2|int3|int4|int5|int6|int7|int8|nf4|fp4|fp8_e4m3|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|"
-     "q5_1|q2_k|q3_k|q4_k|q5_k|q6_k",
+     "q5_1|q2_k|q3_k|q4_k|q5_k|q6_k|iq4_nl|iq4_xs",
      "weight fake-quant format (the quantizer core's; what `convert` and export produce)"},
     {"qat.weight.granularity", K_STR, F(qat.weight.granularity), 0, 0, "group|channel|tensor",
      "int: one scale per group of inputs, per output row, or per matrix; fp8: channel|tensor"},
@@ -161,7 +161,7 @@ static const keydef keys[] = {
      "qtrain quantize: post-training quantization algorithm"},
     {"quantize.format", K_STR, F(quantize.fmt.format), 0, 0,
      "int2|int3|int4|int5|int6|int7|int8|nf4|fp4|fp8_e4m3|fp8_e5m2|q8_0|q4_0|q4_1|q5_0|q5_1|"
-     "q2_k|q3_k|q4_k|q5_k|q6_k",
+     "q2_k|q3_k|q4_k|q5_k|q6_k|iq4_nl|iq4_xs",
      "weight format (the quantizer core's; gptq/awq: int)"},
     {"quantize.granularity", K_STR, F(quantize.fmt.granularity), 0, 0, "group|channel|tensor",
      "int: per group of inputs, per output row, per matrix; fp8: channel|tensor"},
